@@ -1,0 +1,44 @@
+# Every target bootstraps ./venv itself from the pinned requirement files.
+PYTHON ?= python3
+VENV   := venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+STACK  ?= dev
+CONFIG ?=
+PYTEST_ARGS ?=
+
+.PHONY: help test render render-all local local-down jobs plan-diff bench clean
+
+help:
+	@echo "make local        start an embedded Ray cluster and run the demo-local jobs end to end"
+	@echo "make local-down   stop the local Ray cluster"
+	@echo "make test         run the whole test suite"
+	@echo "make render STACK=<name> [CONFIG=<path>]  render a stack offline into build/render/<stack>/"
+	@echo "make render-all   render every stack in stacks/"
+	@echo "make jobs [ARGS='...']  list/inspect jobs on a Ray dashboard (see README)"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+render: $(STAMP)
+	$(PY) -m tools.render --stack $(STACK) $(if $(CONFIG),--config $(CONFIG))
+
+render-all: $(STAMP)
+	$(PY) -m tools.render --all
+
+local: $(STAMP)
+	$(PY) -m tools.local up
+
+local-down: $(STAMP)
+	$(PY) -m tools.local down
+
+jobs: $(STAMP)
+	$(PY) -m tools.monitor $(ARGS)
+
+clean:
+	rm -rf build

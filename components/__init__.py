@@ -1,0 +1,1 @@
+"""Pulumi components of ray-platform: one ComponentResource per module."""

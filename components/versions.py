@@ -1,0 +1,36 @@
+"""Every non-Python version the platform deploys, pinned once.
+
+Python packages are pinned in requirements*.txt; RAY_VERSION below must equal the
+`ray` pin there (a test checks it), because the Job SDK client and the cluster's
+Ray must agree.
+"""
+from __future__ import annotations
+
+RAY_VERSION = "2.60.0"
+RAY_PYTHON_TAG = "py311"
+# rayproject/ray publishes a CPU and a CUDA variant of every release; GPU worker
+# groups use the GPU variant of the same Ray version.
+RAY_IMAGE_REPOSITORY = "rayproject/ray"
+RAY_IMAGE_CPU = f"{RAY_IMAGE_REPOSITORY}:{RAY_VERSION}-{RAY_PYTHON_TAG}-cpu"
+RAY_IMAGE_GPU = f"{RAY_IMAGE_REPOSITORY}:{RAY_VERSION}-{RAY_PYTHON_TAG}-gpu"
+
+KUBERAY_VERSION = "1.7.0"
+KUBERAY_CHART = "kuberay-operator"
+KUBERAY_CHART_REPO = "https://ray-project.github.io/kuberay-helm/"
+
+NVIDIA_DEVICE_PLUGIN_VERSION = "0.18.2"
+NVIDIA_DEVICE_PLUGIN_CHART = "nvidia-device-plugin"
+NVIDIA_DEVICE_PLUGIN_CHART_REPO = "https://nvidia.github.io/k8s-device-plugin"
+
+CLUSTER_AUTOSCALER_CHART = "cluster-autoscaler"
+CLUSTER_AUTOSCALER_CHART_VERSION = "9.50.1"
+CLUSTER_AUTOSCALER_CHART_REPO = "https://kubernetes.github.io/autoscaler"
+
+# EKS Kubernetes versions this package is tested against, each with the Cluster
+# Autoscaler image whose minor matches it (the autoscaler supports only its own
+# Kubernetes minor).
+EKS_VERSIONS: dict[str, str] = {
+    "1.33": "v1.33.2",
+    "1.34": "v1.34.1",
+}
+DEFAULT_EKS_VERSION = "1.34"

@@ -1,0 +1,1 @@
+"""Developer commands (render, local mode, monitor, plan diff); nothing in components/ imports these."""

@@ -1,0 +1,129 @@
+"""Start and stop a single-node Ray head on loopback, owned by pid.
+
+Used by the test suite (one head per session) and by `make local` (one head that
+outlives the command). `ray stop` is never used: it kills every Ray process on the
+machine, including clusters that other runs own.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class LocalRay:
+    pid: int
+    gcs_address: str
+    dashboard_url: str
+    temp_dir: str
+    num_cpus: int
+    metrics_port: int
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> "LocalRay | None":
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except OSError:
+            return False
+        return dashboard_ready(self.dashboard_url)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def dashboard_ready(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/version", timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def start_head(temp_dir: Path, num_cpus: int = 2, log_path: Path | None = None,
+               ready_timeout: float = 90.0) -> LocalRay:
+    """Start `ray start --head --block` in its own process group and wait for the dashboard.
+
+    GCS, client-server and metrics ports bind to all interfaces whatever the dashboard
+    host is, so every port is chosen free per run.
+    """
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    gcs_port, dash_port, client_port, metrics_port = (free_port() for _ in range(4))
+    ray_bin = Path(sys.executable).parent / "ray"
+    cmd = [
+        str(ray_bin), "start", "--head", "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={gcs_port}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash_port}",
+        f"--ray-client-server-port={client_port}",
+        f"--metrics-export-port={metrics_port}",
+        f"--num-cpus={num_cpus}",
+        "--num-gpus=0",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+        "--include-dashboard=true",
+    ]
+    log = open(log_path or temp_dir / "ray-start.log", "w")  # noqa: SIM115 - handed to the child
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, env=env)
+    head = LocalRay(pid=proc.pid, gcs_address=f"127.0.0.1:{gcs_port}",
+                    dashboard_url=f"http://127.0.0.1:{dash_port}", temp_dir=str(temp_dir),
+                    num_cpus=num_cpus, metrics_port=metrics_port)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with {proc.returncode}; see {log.name}")
+        if dashboard_ready(head.dashboard_url):
+            return head
+        time.sleep(0.5)
+    stop_head(head)
+    raise TimeoutError(f"Ray dashboard did not answer within {ready_timeout:.0f}s; see {log.name}")
+
+
+def stop_head(head: LocalRay, grace: float = 5.0) -> None:
+    """SIGTERM the head's process group, then SIGKILL what is left after `grace` seconds.
+
+    Ray drains for up to 30 s on SIGTERM; a local throwaway cluster has nothing to drain.
+    """
+    try:
+        os.killpg(head.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(head.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(head.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    # Reap the direct child when it is ours, so no zombie outlives the session.
+    try:
+        os.waitpid(head.pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
