@@ -1,0 +1,987 @@
+"""Typed stack configuration: every key, default and check of a stack file lives here.
+
+`load()` reads the stack's config once (through `pulumi.Config`) and hands the raw
+values to `parse()`, a pure function that returns frozen dataclasses or raises one
+`ConfigError` listing every problem: the full key path, the bad value, what is
+allowed, and for a missing key the `pulumi config set` line that fixes it.
+
+Keys live under the project namespace (`ray-platform:<key>`); `aws:region` is read for
+EKS stacks. See docs/config.md for every knob.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.constants import PROJECT
+from components.versions import DEFAULT_EKS_VERSION, EKS_VERSIONS
+
+LAYERS = ("platform", "team")
+PROVIDERS = ("eks", "existing")
+CAPACITY_TYPES = ("ON_DEMAND", "SPOT")
+# Managed node group AMI types that ship the NVIDIA driver and container toolkit.
+GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA",
+                 "BOTTLEROCKET_ARM_64_NVIDIA")
+# Instance families with NVIDIA GPUs; a typo such as "m5.xlarge" in a GPU pool is caught here.
+GPU_INSTANCE_FAMILIES = ("g4dn", "g5", "g5g", "g6", "g6e", "gr6", "p3", "p4d", "p4de", "p5", "p5e",
+                         "p5en", "p6")
+CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
+NAT_MODES = ("single", "perAz")
+JOB_KINDS = ("train", "infer", "serve", "tune", "core")
+JOB_WAITS = ("none", "running", "succeeded")
+SUBMISSIONS = ("sdk",)
+SERVICE_TYPES = ("ClusterIP", "LoadBalancer-internal")
+GCS_FT_BACKENDS = ("redis", "rocksdb")
+# KubeRay names Services after the RayCluster, so the CR name is a DNS-1035 label
+# with room for KubeRay's suffixes (KubeRay itself rejects names longer than this).
+RAYCLUSTER_NAME_MAX = 53
+DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
+ARN = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
+STACK_REF = re.compile(r"^([A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+$")
+SECRET_PLACEHOLDER = "[secret]"
+
+
+class ConfigError(Exception):
+    """All problems of one stack's config, reported together."""
+
+    def __init__(self, stack: str, problems: list[str]) -> None:
+        self.stack = stack
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"stack {stack!r} has {len(problems)} config problem(s):\n{lines}")
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    vpc_cidr: str = "10.0.0.0/16"
+    az_count: int = 2
+    nat: str = "single"
+    existing_vpc_id: str | None = None
+    existing_private_subnet_ids: tuple[str, ...] = ()
+    existing_public_subnet_ids: tuple[str, ...] = ()
+
+    @property
+    def uses_existing_vpc(self) -> bool:
+        return self.existing_vpc_id is not None
+
+
+@dataclass(frozen=True)
+class SystemNodesConfig:
+    instance_types: tuple[str, ...] = ("m6i.large",)
+    min_size: int = 2
+    desired_size: int = 2
+    max_size: int = 4
+    disk_size_gib: int = 50
+
+
+@dataclass(frozen=True)
+class GpuPoolConfig:
+    name: str
+    instance_types: tuple[str, ...]
+    capacity_type: str = "ON_DEMAND"
+    min_size: int = 0
+    desired_size: int = 0
+    max_size: int = 2
+    ami_type: str = "AL2023_x86_64_NVIDIA"
+    disk_size_gib: int = 200
+    gpus_per_node: int = 1
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    provider: str
+    name: str
+    kubernetes_version: str = DEFAULT_EKS_VERSION
+    endpoint_public_access: bool = False
+    public_access_cidrs: tuple[str, ...] = ()
+    admin_principal_arns: tuple[str, ...] = ()
+    log_types: tuple[str, ...] = CONTROL_PLANE_LOG_TYPES
+    system_nodes: SystemNodesConfig = SystemNodesConfig()
+    kms_deletion_window_days: int = 30
+    kubeconfig_path: str | None = None
+    kube_context: str | None = None
+
+
+@dataclass(frozen=True)
+class AddonsConfig:
+    cluster_autoscaler: bool = True
+    nvidia_device_plugin: bool = True
+
+
+@dataclass(frozen=True)
+class KubeRayConfig:
+    namespace: str = "kuberay-system"
+    # Empty means the operator watches every namespace (team namespaces come and go).
+    watch_namespaces: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    stack: str
+    environment: str
+    cluster: ClusterConfig
+    network: NetworkConfig
+    gpu_pools: tuple[GpuPoolConfig, ...]
+    addons: AddonsConfig
+    kuberay: KubeRayConfig
+    aws_region: str | None
+    # Inline kubeconfig for `existing` clusters (a Pulumi secret); None with a path or on EKS.
+    kubeconfig: str | None = None
+
+    @property
+    def is_eks(self) -> bool:
+        return self.cluster.provider == "eks"
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    cpu: str
+    memory: str
+    gpus: int
+    pods: int = 100
+
+
+@dataclass(frozen=True)
+class LimitRangeConfig:
+    default_cpu: str = "1"
+    default_memory: str = "2Gi"
+    max_cpu: str = "32"
+    max_memory: str = "256Gi"
+
+
+@dataclass(frozen=True)
+class TeamConfig:
+    name: str
+    groups: tuple[str, ...]
+    quota: QuotaConfig
+    limit_range: LimitRangeConfig = LimitRangeConfig()
+    network_policy: bool = True
+
+    @property
+    def namespace(self) -> str:
+        return f"team-{self.name}"
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    cpu: str = "2"
+    memory: str = "8Gi"
+    shm_size: str = "2Gi"
+    service_type: str = "ClusterIP"
+
+
+@dataclass(frozen=True)
+class WorkerGroupConfig:
+    name: str
+    cpu: str
+    memory: str
+    gpus: int = 0
+    replicas: int = 0
+    min_replicas: int = 0
+    max_replicas: int = 1
+    shm_size: str = "1Gi"
+    gpu_pool: str | None = None
+
+
+@dataclass(frozen=True)
+class GcsFaultToleranceConfig:
+    backend: str
+    redis_address: str | None = None
+    storage_size: str = "10Gi"
+
+
+@dataclass(frozen=True)
+class RayClusterConfig:
+    name: str
+    head: HeadConfig = HeadConfig()
+    worker_groups: tuple[WorkerGroupConfig, ...] = ()
+    idle_timeout_seconds: int = 300
+    upscaling_mode: str = "Default"
+    gcs_fault_tolerance: GcsFaultToleranceConfig | None = None
+    auth: bool = False
+
+
+@dataclass(frozen=True)
+class JobResources:
+    cpus: float | None = None
+    gpus: float | None = None
+    memory: int | None = None
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    name: str
+    kind: str
+    cluster: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    runtime_env: Mapping[str, Any] = field(default_factory=dict)
+    resources: JobResources = JobResources()
+    wait: str = "succeeded"
+    timeout_seconds: int = 1800
+    depends_on: tuple[str, ...] = ()
+    submission: str = "sdk"
+
+    @property
+    def entrypoint(self) -> str:
+        return f"python -m jobs.{self.kind} --config-json {json.dumps(json.dumps(dict(self.settings), sort_keys=True))}"
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """How the post-deploy hook reaches each RayCluster's dashboard."""
+
+    # Template with {cluster} and {namespace}, e.g. an internal ingress host per cluster.
+    url: str
+    serve_url: str
+
+
+@dataclass(frozen=True)
+class TeamStackConfig:
+    stack: str
+    environment: str
+    platform_stack: str
+    team: TeamConfig
+    ray_clusters: tuple[RayClusterConfig, ...]
+    jobs: tuple[JobConfig, ...]
+    dashboard: DashboardConfig | None
+    # Secrets (Pulumi secrets in the stack file); None when not configured.
+    redis_password: str | None = None
+    dashboard_token: str | None = None
+
+
+StackConfig = PlatformConfig | TeamStackConfig
+
+# --------------------------------------------------------------------------- reading
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def bad(self, path: str, value: Any, allowed: str) -> None:
+        self.items.append(f"{path}: got {_show(value)}; {allowed}")
+
+    def missing(self, path: str, example: str) -> None:
+        self.items.append(f"{path}: required but not set; fix: {_set_cmd(path, example)}")
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _set_cmd(path: str, example: str) -> str:
+    nested = "." in path.split(":", 1)[1] or "[" in path
+    return f"pulumi config set {'--path ' if nested else ''}'{path}' {example}"
+
+
+_MISSING = object()
+
+
+class _Node:
+    """A mapping in the config tree that knows its key path and reports into _Problems."""
+
+    def __init__(self, problems: _Problems, path: str, data: Mapping[str, Any]) -> None:
+        self.p = problems
+        self.path = path
+        self.data = data
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path and not self.path.endswith(":") else f"{self.path}{name}"
+
+    def raw(self, name: str) -> Any:
+        self.seen.add(name)
+        return self.data.get(name, _MISSING)
+
+    def _typed(self, name: str, kinds: tuple[type, ...], what: str, default: Any, example: str) -> Any:
+        value = self.raw(name)
+        if value is _MISSING or value is None:
+            if default is _MISSING:
+                self.p.missing(self.key(name), example)
+                return None
+            return default
+        if isinstance(value, bool) and bool not in kinds:
+            self.p.bad(self.key(name), value, f"expected {what}")
+            return None if default is _MISSING else default
+        if not isinstance(value, kinds):
+            self.p.bad(self.key(name), value, f"expected {what}")
+            return None if default is _MISSING else default
+        return value
+
+    def str(self, name: str, default: Any = _MISSING, example: str = "<value>",
+            choices: tuple[str, ...] | None = None, pattern: re.Pattern[str] | None = None,
+            rule: str = "") -> Any:
+        value = self._typed(name, (str,), "a string", default, example)
+        if value is None or value == default:
+            return value
+        if choices is not None and value not in choices:
+            self.p.bad(self.key(name), value, f"allowed: {', '.join(choices)}")
+        elif pattern is not None and not pattern.match(value):
+            self.p.bad(self.key(name), value, rule)
+        return value
+
+    def int(self, name: str, default: Any = _MISSING, example: str = "1", minimum: int | None = None,
+            maximum: int | None = None) -> Any:
+        value = self._typed(name, (int,), "an integer", default, example)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if minimum is not None and value < minimum:
+                self.p.bad(self.key(name), value, f"must be >= {minimum}")
+            elif maximum is not None and value > maximum:
+                self.p.bad(self.key(name), value, f"must be <= {maximum}")
+        return value
+
+    def number(self, name: str, minimum: float = 0) -> float | None:
+        value = self._typed(name, (int, float), "a number", None, "1")
+        if value is not None and value < minimum:
+            self.p.bad(self.key(name), value, f"must be >= {minimum}")
+        return None if value is None else float(value)
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self._typed(name, (bool,), "true or false", default, "true")
+        return bool(value)
+
+    def quantity(self, name: str, default: Any = _MISSING, example: str = "4") -> Any:
+        value = self.raw(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+            self.data = {**self.data, name: value}
+        self.seen.discard(name)
+        return self.str(name, default, example, pattern=QUANTITY,
+                        rule="expected a Kubernetes quantity such as 4, 500m, 16Gi")
+
+    def str_list(self, name: str, default: Any = _MISSING, example: str = "'[\"a\"]'",
+                 item: Callable[[str, Any], None] | None = None) -> tuple[str, ...]:
+        value = self._typed(name, (list,), "a list of strings", default, example)
+        if value is None:
+            return ()
+        out: list[str] = []
+        for i, v in enumerate(value):
+            if not isinstance(v, str):
+                self.p.bad(f"{self.key(name)}[{i}]", v, "expected a string")
+                continue
+            if item is not None:
+                item(f"{self.key(name)}[{i}]", v)
+            out.append(v)
+        return tuple(out)
+
+    def str_map(self, name: str) -> dict[str, str]:
+        value = self._typed(name, (dict,), "a map of string to string", {}, "")
+        out: dict[str, str] = {}
+        for k, v in (value or {}).items():
+            if not isinstance(v, str):
+                self.p.bad(f"{self.key(name)}.{k}", v, "expected a string (quote numbers and booleans)")
+            else:
+                out[str(k)] = v
+        return out
+
+    def any_map(self, name: str) -> dict[str, Any]:
+        return dict(self._typed(name, (dict,), "a map", {}, "") or {})
+
+    def child(self, name: str, required: bool = False, example: str = "'{...}'") -> "_Node | None":
+        value = self._typed(name, (dict,), "a map", _MISSING if required else None, example)
+        return None if value is None else _Node(self.p, self.key(name), value)
+
+    def children(self, name: str, required: bool = False) -> list["_Node"]:
+        value = self._typed(name, (list,), "a list of maps", _MISSING if required else [], "'[...]'")
+        nodes: list[_Node] = []
+        for i, item in enumerate(value or []):
+            if not isinstance(item, dict):
+                self.p.bad(f"{self.key(name)}[{i}]", item, "expected a map")
+                continue
+            nodes.append(_Node(self.p, f"{self.key(name)}[{i}]", item))
+        return nodes
+
+    def done(self) -> None:
+        """Report keys nobody read: a typo must not silently fall back to a default."""
+        for extra in sorted(set(self.data) - self.seen):
+            allowed = ", ".join(sorted(self.seen))
+            self.p.bad(self.key(extra), self.data[extra], f"unknown key; known keys here: {allowed}")
+
+
+def _ns(key: str) -> str:
+    return f"{PROJECT}:{key}"
+
+
+def _check_dns(p: _Problems, path: str, value: str | None, max_len: int, what: str,
+               pattern: re.Pattern[str] = DNS1035) -> None:
+    if value is None:
+        return
+    if not pattern.match(value) or len(value) > max_len:
+        kind = "DNS-1035 label" if pattern is DNS1035 else "DNS-1123 label"
+        p.bad(path, value, f"{what} must be a {kind}: lowercase letters, digits and '-', "
+                           f"starting with a letter, ending alphanumeric, at most {max_len} characters")
+
+
+def _check_range(p: _Problems, node: _Node, lo: str, mid: str | None, hi: str,
+                 vals: tuple[int | None, int | None, int | None]) -> None:
+    low, desired, high = vals
+    if low is None or high is None:
+        return
+    if low > high:
+        p.bad(node.key(lo), low, f"{lo} must be <= {hi} ({high})")
+    if mid is not None and desired is not None and not (low <= desired <= high):
+        p.bad(node.key(mid), desired, f"{mid} must lie between {lo} ({low}) and {hi} ({high})")
+
+
+# --------------------------------------------------------------------------- platform
+
+
+def _parse_network(p: _Problems, root: _Node) -> NetworkConfig:
+    node = root.child("network")
+    if node is None:
+        return NetworkConfig()
+    cidr = node.str("vpcCidr", NetworkConfig.vpc_cidr, "10.0.0.0/16")
+    try:
+        net = ipaddress.ip_network(cidr)
+        if net.prefixlen > 20:
+            p.bad(node.key("vpcCidr"), cidr, "needs room for 2 subnets per AZ: use a /20 or larger")
+    except ValueError:
+        p.bad(node.key("vpcCidr"), cidr, "expected an IPv4 CIDR such as 10.0.0.0/16")
+    cfg = NetworkConfig(
+        vpc_cidr=cidr,
+        az_count=node.int("azCount", NetworkConfig.az_count, minimum=2, maximum=6),
+        nat=node.str("natGateways", NetworkConfig.nat, choices=NAT_MODES),
+        existing_vpc_id=node.str("existingVpcId", None, pattern=re.compile(r"^vpc-[0-9a-f]+$"),
+                                 rule="expected a VPC id such as vpc-0abc123"),
+        existing_private_subnet_ids=node.str_list("existingPrivateSubnetIds", []),
+        existing_public_subnet_ids=node.str_list("existingPublicSubnetIds", []),
+    )
+    if cfg.uses_existing_vpc and len(cfg.existing_private_subnet_ids) < 2:
+        p.bad(node.key("existingPrivateSubnetIds"), list(cfg.existing_private_subnet_ids),
+              "an existing VPC needs >= 2 private subnet ids in different AZs (EKS requires 2 AZs)")
+    if not cfg.uses_existing_vpc and (cfg.existing_private_subnet_ids or cfg.existing_public_subnet_ids):
+        p.bad(node.key("existingVpcId"), None, "subnet ids were given without existingVpcId")
+    node.done()
+    return cfg
+
+
+def _parse_system_nodes(node: _Node | None) -> SystemNodesConfig:
+    if node is None:
+        return SystemNodesConfig()
+    d = SystemNodesConfig()
+    cfg = SystemNodesConfig(
+        instance_types=node.str_list("instanceTypes", list(d.instance_types)),
+        min_size=node.int("minSize", d.min_size, minimum=1),
+        desired_size=node.int("desiredSize", d.desired_size, minimum=1),
+        max_size=node.int("maxSize", d.max_size, minimum=1),
+        disk_size_gib=node.int("diskSizeGiB", d.disk_size_gib, minimum=20),
+    )
+    for i, it in enumerate(cfg.instance_types):
+        if it.split(".")[0] in GPU_INSTANCE_FAMILIES:
+            node.p.bad(f"{node.key('instanceTypes')}[{i}]", it, "the system node group must not use GPU instances")
+    _check_range(node.p, node, "minSize", "desiredSize", "maxSize",
+                 (cfg.min_size, cfg.desired_size, cfg.max_size))
+    node.done()
+    return cfg
+
+
+def _check_cidr(p: _Problems, path: str, value: str) -> None:
+    try:
+        ipaddress.ip_network(value)
+    except ValueError:
+        p.bad(path, value, "expected a CIDR such as 203.0.113.0/24")
+        return
+    if value in ("0.0.0.0/0", "::/0"):
+        p.bad(path, value, "opening the API server to the whole internet is refused; list your office/VPN CIDRs")
+
+
+def _check_arn(p: _Problems, path: str, value: str) -> None:
+    if not ARN.match(value):
+        p.bad(path, value, "expected an IAM role or user ARN such as arn:aws:iam::123456789012:role/admins")
+
+
+def _parse_cluster(p: _Problems, root: _Node, environment: str | None) -> ClusterConfig | None:
+    node = root.child("cluster", required=True, example="'{\"provider\": \"eks\", \"name\": \"ray-dev\"}'")
+    if node is None:
+        return None
+    provider = node.str("provider", _MISSING, "eks", choices=PROVIDERS)
+    name = node.str("name", _MISSING, "ray-dev")
+    _check_dns(p, node.key("name"), name, 100, "cluster name", DNS1123)
+    d = ClusterConfig(provider="eks", name="x")
+    if provider == "existing":
+        cfg = ClusterConfig(
+            provider=provider, name=name,
+            kubernetes_version=node.str("kubernetesVersion", d.kubernetes_version, choices=tuple(EKS_VERSIONS)),
+            kubeconfig_path=node.str("kubeconfigPath", None),
+            kube_context=node.str("context", None),
+        )
+        node.done()
+        return cfg
+    public = node.bool("endpointPublicAccess", d.endpoint_public_access)
+    cidrs = node.str_list("publicAccessCidrs", [], item=lambda path, v: _check_cidr(p, path, v))
+    if public and not cidrs:
+        p.bad(node.key("publicAccessCidrs"), [], "a public endpoint needs an allow-list of CIDRs")
+    if not public and cidrs:
+        p.bad(node.key("publicAccessCidrs"), list(cidrs), "only meaningful with endpointPublicAccess: true")
+    if public and environment == "prod":
+        p.bad(node.key("endpointPublicAccess"), True, "prod clusters use the private endpoint only")
+    log_types = node.str_list("logTypes", list(d.log_types))
+    for i, lt in enumerate(log_types):
+        if lt not in CONTROL_PLANE_LOG_TYPES:
+            p.bad(f"{node.key('logTypes')}[{i}]", lt, f"allowed: {', '.join(CONTROL_PLANE_LOG_TYPES)}")
+    cfg = ClusterConfig(
+        provider=provider or "eks", name=name,
+        kubernetes_version=node.str("kubernetesVersion", d.kubernetes_version, choices=tuple(EKS_VERSIONS)),
+        endpoint_public_access=public,
+        public_access_cidrs=cidrs,
+        admin_principal_arns=node.str_list("adminPrincipalArns", [], item=lambda path, v: _check_arn(p, path, v)),
+        log_types=log_types,
+        system_nodes=_parse_system_nodes(node.child("systemNodes")),
+        kms_deletion_window_days=node.int("kmsDeletionWindowDays", d.kms_deletion_window_days,
+                                          minimum=7, maximum=30),
+    )
+    node.done()
+    return cfg
+
+
+def _parse_gpu_pool(p: _Problems, node: _Node) -> GpuPoolConfig:
+    name = node.str("name", _MISSING, "g5-ondemand")
+    _check_dns(p, node.key("name"), name, 40, "GPU pool name")
+    instance_types = node.str_list("instanceTypes", _MISSING, "'[\"g5.xlarge\"]'")
+    if node.raw("instanceTypes") is not _MISSING and not instance_types:
+        p.bad(node.key("instanceTypes"), [], "a GPU pool needs at least one instance type")
+    for i, it in enumerate(instance_types):
+        if it.split(".")[0] not in GPU_INSTANCE_FAMILIES:
+            p.bad(f"{node.key('instanceTypes')}[{i}]", it,
+                  f"not an NVIDIA GPU instance type; families: {', '.join(GPU_INSTANCE_FAMILIES)}")
+    d = GpuPoolConfig(name="x", instance_types=())
+    labels = node.str_map("labels")
+    for k in labels:
+        if k.startswith("ray-platform.io/"):
+            p.bad(f"{node.key('labels')}.{k}", labels[k], "the ray-platform.io/ prefix is reserved for labels the platform sets")
+    cfg = GpuPoolConfig(
+        name=name, instance_types=instance_types,
+        capacity_type=node.str("capacityType", d.capacity_type, choices=CAPACITY_TYPES),
+        min_size=node.int("minSize", d.min_size, minimum=0),
+        desired_size=node.int("desiredSize", d.desired_size, minimum=0),
+        max_size=node.int("maxSize", d.max_size, minimum=1),
+        ami_type=node.str("amiType", d.ami_type, choices=GPU_AMI_TYPES),
+        disk_size_gib=node.int("diskSizeGiB", d.disk_size_gib, minimum=50),
+        gpus_per_node=node.int("gpusPerNode", d.gpus_per_node, minimum=1, maximum=16),
+        labels=labels,
+    )
+    _check_range(p, node, "minSize", "desiredSize", "maxSize", (cfg.min_size, cfg.desired_size, cfg.max_size))
+    node.done()
+    return cfg
+
+
+def _parse_platform(p: _Problems, root: _Node, stack: str, environment: str | None,
+                    aws_region: str | None) -> PlatformConfig | None:
+    cluster = _parse_cluster(p, root, environment)
+    network = _parse_network(p, root)
+    pools = tuple(_parse_gpu_pool(p, n) for n in root.children("gpuPools"))
+    seen: dict[str, int] = {}
+    for i, pool in enumerate(pools):
+        if pool.name in seen:
+            p.bad(f"{_ns('gpuPools')}[{i}].name", pool.name, f"duplicates gpuPools[{seen[pool.name]}].name")
+        seen.setdefault(pool.name, i)
+    addons_node = root.child("addons")
+    addons = AddonsConfig()
+    if addons_node is not None:
+        addons = AddonsConfig(
+            cluster_autoscaler=addons_node.bool("clusterAutoscaler", addons.cluster_autoscaler),
+            nvidia_device_plugin=addons_node.bool("nvidiaDevicePlugin", addons.nvidia_device_plugin),
+        )
+        addons_node.done()
+    kr_node = root.child("kuberay")
+    kuberay = KubeRayConfig()
+    if kr_node is not None:
+        ns = kr_node.str("namespace", kuberay.namespace)
+        _check_dns(p, kr_node.key("namespace"), ns, 63, "namespace", DNS1123)
+        kuberay = KubeRayConfig(namespace=ns, watch_namespaces=kr_node.str_list("watchNamespaces", []))
+        kr_node.done()
+    kubeconfig = root.str("kubeconfig", None)
+    if cluster is None:
+        return None
+    if cluster.provider == "eks":
+        if not aws_region:
+            p.missing("aws:region", "us-west-2")
+        if pools and not addons.nvidia_device_plugin:
+            p.bad(f"{_ns('addons')}.nvidiaDevicePlugin", False,
+                  "GPU pools on EKS need the NVIDIA device plugin, or no pod can request nvidia.com/gpu")
+        if kubeconfig is not None:
+            p.bad(_ns("kubeconfig"), SECRET_PLACEHOLDER, "only for cluster.provider: existing; EKS builds its own")
+    elif cluster.provider == "existing":
+        if pools:
+            p.bad(_ns("gpuPools"), [pl.name for pl in pools],
+                  "gpuPools create AWS node groups; an existing cluster brings its own nodes (label them instead)")
+        if addons.cluster_autoscaler:
+            p.bad(f"{_ns('addons')}.clusterAutoscaler", True,
+                  "the Cluster Autoscaler here is AWS-specific; set it to false for existing clusters")
+        if (kubeconfig is None) == (cluster.kubeconfig_path is None):
+            p.bad(f"{_ns('cluster')}.kubeconfigPath", cluster.kubeconfig_path,
+                  f"an existing cluster needs exactly one of cluster.kubeconfigPath or the secret "
+                  f"{_ns('kubeconfig')} (pulumi config set --secret {_ns('kubeconfig')} < kubeconfig.yaml)")
+    return PlatformConfig(stack=stack, environment=environment or "", cluster=cluster, network=network,
+                          gpu_pools=pools, addons=addons, kuberay=kuberay, aws_region=aws_region,
+                          kubeconfig=kubeconfig)
+
+
+# --------------------------------------------------------------------------- team
+
+
+def _parse_team(p: _Problems, root: _Node) -> TeamConfig | None:
+    node = root.child("team", required=True, example="'{\"name\": \"vision\", ...}'")
+    if node is None:
+        return None
+    name = node.str("name", _MISSING, "vision")
+    _check_dns(p, node.key("name"), name, 40, "team name")
+    groups = node.str_list("groups", _MISSING, "'[\"vision-engineers\"]'")
+    if node.raw("groups") is not _MISSING and not groups:
+        p.bad(node.key("groups"), [], "name at least one group to bind the team's Role to")
+    qnode = node.child("quota", required=True, example="'{\"cpu\": \"64\", \"memory\": \"256Gi\", \"gpus\": 8}'")
+    quota = None
+    if qnode is not None:
+        quota = QuotaConfig(
+            cpu=qnode.quantity("cpu", _MISSING, "64"),
+            memory=qnode.quantity("memory", _MISSING, "256Gi"),
+            gpus=qnode.int("gpus", _MISSING, "8", minimum=0),
+            pods=qnode.int("pods", QuotaConfig.pods, minimum=1),
+        )
+        qnode.done()
+    lnode = node.child("limitRange")
+    limit_range = LimitRangeConfig()
+    if lnode is not None:
+        limit_range = LimitRangeConfig(
+            default_cpu=lnode.quantity("defaultCpu", limit_range.default_cpu),
+            default_memory=lnode.quantity("defaultMemory", limit_range.default_memory),
+            max_cpu=lnode.quantity("maxCpu", limit_range.max_cpu),
+            max_memory=lnode.quantity("maxMemory", limit_range.max_memory),
+        )
+        lnode.done()
+    network_policy = node.bool("networkPolicy", True)
+    node.done()
+    if quota is None or name is None:
+        return None
+    return TeamConfig(name=name, groups=groups, quota=quota, limit_range=limit_range,
+                      network_policy=network_policy)
+
+
+def _parse_worker_group(p: _Problems, node: _Node) -> WorkerGroupConfig:
+    name = node.str("name", _MISSING, "gpu")
+    _check_dns(p, node.key("name"), name, 30, "worker group name")
+    d = WorkerGroupConfig(name="x", cpu="1", memory="1Gi")
+    cfg = WorkerGroupConfig(
+        name=name,
+        cpu=node.quantity("cpu", _MISSING, "4"),
+        memory=node.quantity("memory", _MISSING, "16Gi"),
+        gpus=node.int("gpus", d.gpus, minimum=0, maximum=16),
+        replicas=node.int("replicas", d.replicas, minimum=0),
+        min_replicas=node.int("minReplicas", d.min_replicas, minimum=0),
+        max_replicas=node.int("maxReplicas", d.max_replicas, minimum=0),
+        shm_size=node.quantity("shmSize", d.shm_size),
+        gpu_pool=node.str("gpuPool", None),
+    )
+    _check_range(p, node, "minReplicas", "replicas", "maxReplicas",
+                 (cfg.min_replicas, cfg.replicas, cfg.max_replicas))
+    if cfg.gpus == 0 and cfg.gpu_pool is not None:
+        p.bad(node.key("gpuPool"), cfg.gpu_pool, "a CPU worker group (gpus: 0) must not target a GPU pool")
+    node.done()
+    return cfg
+
+
+def _parse_ray_cluster(p: _Problems, node: _Node) -> RayClusterConfig:
+    name = node.str("name", _MISSING, "ray")
+    _check_dns(p, node.key("name"), name, RAYCLUSTER_NAME_MAX, "RayCluster name")
+    hnode = node.child("head")
+    head = HeadConfig()
+    if hnode is not None:
+        head = HeadConfig(
+            cpu=hnode.quantity("cpu", head.cpu),
+            memory=hnode.quantity("memory", head.memory),
+            shm_size=hnode.quantity("shmSize", head.shm_size),
+            service_type=hnode.str("serviceType", head.service_type, choices=SERVICE_TYPES),
+        )
+        hnode.done()
+    groups = tuple(_parse_worker_group(p, n) for n in node.children("workerGroups"))
+    seen: set[str] = set()
+    for i, g in enumerate(groups):
+        if g.name in seen:
+            p.bad(f"{node.key('workerGroups')}[{i}].name", g.name, "worker group names must be unique")
+        seen.add(g.name)
+    ft = None
+    fnode = node.child("gcsFaultTolerance")
+    if fnode is not None:
+        backend = fnode.str("backend", _MISSING, "redis", choices=GCS_FT_BACKENDS)
+        ft = GcsFaultToleranceConfig(
+            backend=backend,
+            redis_address=fnode.str("redisAddress", None),
+            storage_size=fnode.quantity("storageSize", GcsFaultToleranceConfig.storage_size),
+        )
+        if backend == "redis" and not ft.redis_address:
+            fnode.p.missing(fnode.key("redisAddress"), "redis.example.internal:6379")
+        if backend == "rocksdb" and ft.redis_address:
+            fnode.p.bad(fnode.key("redisAddress"), ft.redis_address, "only used with backend: redis")
+        fnode.done()
+    anode = node.child("autoscaler")
+    idle, mode = RayClusterConfig.idle_timeout_seconds, RayClusterConfig.upscaling_mode
+    if anode is not None:
+        idle = anode.int("idleTimeoutSeconds", idle, minimum=30)
+        mode = anode.str("upscalingMode", mode, choices=("Default", "Aggressive", "Conservative"))
+        anode.done()
+    cfg = RayClusterConfig(name=name, head=head, worker_groups=groups, idle_timeout_seconds=idle,
+                           upscaling_mode=mode, gcs_fault_tolerance=ft, auth=node.bool("auth", False))
+    node.done()
+    return cfg
+
+
+def _parse_job(p: _Problems, node: _Node, clusters: set[str]) -> JobConfig:
+    name = node.str("name", _MISSING, "train-digits")
+    _check_dns(p, node.key("name"), name, 40, "job name")
+    cluster = node.str("cluster", _MISSING, "ray")
+    if cluster is not None and clusters and cluster not in clusters:
+        p.bad(node.key("cluster"), cluster, f"no such RayCluster in this stack; known: {', '.join(sorted(clusters))}")
+    rnode = node.child("resources")
+    resources = JobResources()
+    if rnode is not None:
+        resources = JobResources(cpus=rnode.number("cpus"), gpus=rnode.number("gpus"),
+                                 memory=rnode.int("memoryBytes", None, minimum=1))
+        rnode.done()
+    cfg = JobConfig(
+        name=name, kind=node.str("kind", _MISSING, "train", choices=JOB_KINDS),
+        cluster=cluster,
+        settings=node.any_map("settings"),
+        runtime_env=node.any_map("runtimeEnv"),
+        resources=resources,
+        wait=node.str("wait", JobConfig.wait, choices=JOB_WAITS),
+        timeout_seconds=node.int("timeoutSeconds", JobConfig.timeout_seconds, minimum=10),
+        depends_on=node.str_list("dependsOn", []),
+        submission=node.str("submission", JobConfig.submission, choices=SUBMISSIONS),
+    )
+    for key in ("py_modules", "working_dir"):
+        if key in cfg.runtime_env:
+            p.bad(f"{node.key('runtimeEnv')}.{key}", cfg.runtime_env[key],
+                  "set by the platform (the jobs/ package is shipped and hashed for you)")
+    node.done()
+    return cfg
+
+
+def _parse_jobs(p: _Problems, root: _Node, clusters: set[str]) -> tuple[JobConfig, ...]:
+    jobs = tuple(_parse_job(p, n, clusters) for n in root.children("jobs"))
+    names = [j.name for j in jobs]
+    for i, job in enumerate(jobs):
+        if names.index(job.name) != i:
+            p.bad(f"{_ns('jobs')}[{i}].name", job.name, "job names must be unique")
+        for k, dep in enumerate(job.depends_on):
+            if dep not in names:
+                p.bad(f"{_ns('jobs')}[{i}].dependsOn[{k}]", dep, f"no such job; known: {', '.join(names)}")
+            elif names.index(dep) >= i:
+                p.bad(f"{_ns('jobs')}[{i}].dependsOn[{k}]", dep, "a job may depend only on jobs listed before it")
+    return jobs
+
+
+def _quantity_value(q: str) -> float:
+    """Kubernetes quantity to a float in base units (cores or bytes)."""
+    m = re.match(r"^([0-9.]+)([a-zA-Z]*)$", q)
+    if not m:
+        return 0.0
+    number, unit = float(m.group(1)), m.group(2)
+    scale = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
+             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
+    return number * scale.get(unit, 1)
+
+
+def _check_quota_fit(p: _Problems, team: TeamConfig, clusters: tuple[RayClusterConfig, ...]) -> None:
+    """Max demand of every RayCluster in the namespace must fit the team quota."""
+    gpus = sum(g.gpus * g.max_replicas for c in clusters for g in c.worker_groups)
+    cpu = sum(_quantity_value(c.head.cpu) + sum(_quantity_value(g.cpu) * g.max_replicas for g in c.worker_groups)
+              for c in clusters)
+    mem = sum(_quantity_value(c.head.memory) + sum(_quantity_value(g.memory) * g.max_replicas
+                                                   for g in c.worker_groups) for c in clusters)
+    if gpus > team.quota.gpus:
+        p.bad(f"{_ns('team')}.quota.gpus", team.quota.gpus,
+              f"the RayClusters can scale to {gpus} GPUs, {gpus - team.quota.gpus} more than the quota; "
+              f"raise the quota or lower maxReplicas")
+    quota_cpu, quota_mem = _quantity_value(team.quota.cpu), _quantity_value(team.quota.memory)
+    if cpu > quota_cpu + 1e-9:
+        p.bad(f"{_ns('team')}.quota.cpu", team.quota.cpu,
+              f"the RayClusters can request {cpu:g} CPUs at max scale, {cpu - quota_cpu:g} more than the quota")
+    if mem > quota_mem:
+        p.bad(f"{_ns('team')}.quota.memory", team.quota.memory,
+              f"the RayClusters can request {mem / 2**30:g}Gi at max scale, "
+              f"{(mem - quota_mem) / 2**30:g}Gi more than the quota")
+    for c_i, c in enumerate(clusters):
+        for g_i, g in enumerate(c.worker_groups):
+            path = f"{_ns('rayClusters')}[{c_i}].workerGroups[{g_i}]"
+            if g.gpus > team.quota.gpus:
+                p.bad(f"{path}.gpus", g.gpus, f"one worker needs more GPUs than the team quota ({team.quota.gpus})")
+
+
+def _check_against_platform(p: _Problems, clusters: tuple[RayClusterConfig, ...],
+                            platform: PlatformConfig) -> None:
+    pools = {pool.name: pool for pool in platform.gpu_pools}
+    for c_i, c in enumerate(clusters):
+        for g_i, g in enumerate(c.worker_groups):
+            path = f"{_ns('rayClusters')}[{c_i}].workerGroups[{g_i}]"
+            if g.gpus == 0:
+                continue
+            if not pools and platform.is_eks:
+                p.bad(f"{path}.gpus", g.gpus, f"platform stack {platform.stack!r} has no GPU pools (CPU-only)")
+            elif g.gpu_pool is not None and pools and g.gpu_pool not in pools:
+                p.bad(f"{path}.gpuPool", g.gpu_pool,
+                      f"platform stack {platform.stack!r} has GPU pools: {', '.join(pools)}")
+            elif g.gpu_pool is not None and g.gpu_pool in pools and g.gpus > pools[g.gpu_pool].gpus_per_node:
+                p.bad(f"{path}.gpus", g.gpus,
+                      f"GPU pool {g.gpu_pool!r} has {pools[g.gpu_pool].gpus_per_node} GPU(s) per node")
+
+
+def _parse_team_stack(p: _Problems, root: _Node, stack: str, environment: str | None,
+                      platform_lookup: Callable[[str], PlatformConfig | None] | None) -> TeamStackConfig | None:
+    platform_stack = root.str("platformStack", _MISSING, "my-org/ray-platform/dev", pattern=STACK_REF,
+                              rule="expected a stack reference such as my-org/ray-platform/dev")
+    team = _parse_team(p, root)
+    clusters = tuple(_parse_ray_cluster(p, n) for n in root.children("rayClusters", required=True))
+    if root.raw("rayClusters") is not _MISSING and not clusters:
+        p.bad(_ns("rayClusters"), [], "declare at least one RayCluster")
+    names = [c.name for c in clusters]
+    for i, n in enumerate(names):
+        if names.index(n) != i:
+            p.bad(f"{_ns('rayClusters')}[{i}].name", n, "RayCluster names must be unique in a team")
+    jobs = _parse_jobs(p, root, set(n for n in names if n))
+    dnode = root.child("dashboard")
+    dashboard = None
+    if dnode is not None:
+        dashboard = DashboardConfig(
+            url=dnode.str("url", _MISSING, "'http://{cluster}-head-svc.{namespace}.svc:8265'"),
+            serve_url=dnode.str("serveUrl", "http://{cluster}-serve-svc.{namespace}.svc:8000"),
+        )
+        dnode.done()
+    elif jobs:
+        p.missing(f"{_ns('dashboard')}.url", "'http://{cluster}-head-svc.{namespace}.svc:8265'")
+    redis_password = root.str("redisPassword", None)
+    dashboard_token = root.str("dashboardToken", None)
+    for i, c in enumerate(clusters):
+        if c.gcs_fault_tolerance and c.gcs_fault_tolerance.backend == "redis" and redis_password is None:
+            p.missing(_ns("redisPassword"), "--secret <password>")
+        if c.auth and dashboard_token is None:
+            p.bad(f"{_ns('rayClusters')}[{i}].auth", True,
+                  f"token auth needs the secret {_ns('dashboardToken')} (pulumi config set --secret "
+                  f"{_ns('dashboardToken')} <token>)")
+    if team is not None:
+        _check_quota_fit(p, team, clusters)
+    if platform_stack and platform_lookup is not None:
+        platform = platform_lookup(platform_stack.rsplit("/", 1)[-1])
+        if platform is not None:
+            _check_against_platform(p, clusters, platform)
+    if team is None or platform_stack is None or not clusters:
+        return None
+    return TeamStackConfig(stack=stack, environment=environment or "", platform_stack=platform_stack,
+                           team=team, ray_clusters=clusters, jobs=jobs, dashboard=dashboard,
+                           redis_password=redis_password, dashboard_token=dashboard_token)
+
+
+# --------------------------------------------------------------------------- entry points
+
+PLATFORM_KEYS = ("layer", "environment", "cluster", "network", "gpuPools", "addons", "kuberay", "kubeconfig")
+TEAM_KEYS = ("layer", "environment", "platformStack", "team", "rayClusters", "jobs", "dashboard",
+             "redisPassword", "dashboardToken")
+SECRET_KEYS = ("kubeconfig", "redisPassword", "dashboardToken")
+
+
+def parse(raw: Mapping[str, Any], stack: str, aws_region: str | None = None,
+          platform_lookup: Callable[[str], PlatformConfig | None] | None = None) -> StackConfig:
+    """Validate one stack's config (keys without the project prefix) into dataclasses.
+
+    `platform_lookup` resolves a platform stack's short name to its config when the
+    platform stack file is at hand, so a team stack is checked against the platform's
+    GPU pools before anything is deployed.
+    """
+    p = _Problems()
+    root = _Node(p, f"{PROJECT}:", dict(raw))
+    layer = root.str("layer", _MISSING, "platform", choices=LAYERS)
+    environment = root.str("environment", _MISSING, "dev", pattern=DNS1123,
+                           rule="expected a short lowercase name such as dev, staging, prod, local")
+    result: StackConfig | None = None
+    if layer == "platform":
+        result = _parse_platform(p, root, stack, environment, aws_region)
+        allowed = PLATFORM_KEYS
+    elif layer == "team":
+        result = _parse_team_stack(p, root, stack, environment, platform_lookup)
+        allowed = TEAM_KEYS
+    else:
+        allowed = ()
+    if allowed:
+        for extra in sorted(set(raw) - set(allowed)):
+            p.bad(_ns(extra), raw[extra], f"not a {layer}-layer key; known: {', '.join(allowed)}")
+    if p.items or result is None:
+        raise ConfigError(stack, p.items or ["config is incomplete"])
+    return result
+
+
+def raw_from_pulumi_config(all_config: Mapping[str, str]) -> tuple[dict[str, Any], str | None]:
+    """Split the engine's flat `project:key -> string` map into our keys and aws:region."""
+    raw: dict[str, Any] = {}
+    prefix = f"{PROJECT}:"
+    for key, value in all_config.items():
+        if not key.startswith(prefix):
+            continue
+        short = key[len(prefix):]
+        try:
+            raw[short] = json.loads(value) if short not in SECRET_KEYS else value
+        except (TypeError, ValueError):
+            raw[short] = value
+    return raw, all_config.get("aws:region")
+
+
+def load(platform_lookup: Callable[[str], PlatformConfig | None] | None = None) -> StackConfig:
+    """Read the current stack's config from the Pulumi runtime (engine or mocks) and parse it."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    all_config = dict(runtime_config.CONFIG.get() or runtime_config.get_config_env())
+    raw, region = raw_from_pulumi_config(all_config)
+    return parse(raw, pulumi.get_stack(), region, platform_lookup)
+
+
+def read_stack_file(path: Path) -> tuple[dict[str, str], list[str]]:
+    """A `Pulumi.<stack>.yaml` as the engine would pass it: flat `ns:key -> string`, secret keys.
+
+    Encrypted (`secure:`) values cannot be decrypted offline; they become a placeholder
+    and are reported as secret keys, so offline renders still treat them as secrets.
+    """
+    import yaml
+
+    doc = yaml.safe_load(path.read_text()) or {}
+    flat: dict[str, str] = {}
+    secret_keys: list[str] = []
+    for key, value in (doc.get("config") or {}).items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            flat[key] = SECRET_PLACEHOLDER
+            secret_keys.append(key)
+        else:
+            flat[key] = value if isinstance(value, str) else json.dumps(value)
+    return flat, secret_keys
+
+
+def stack_name(path: Path) -> str:
+    return path.name[len("Pulumi."):-len(".yaml")]
+
+
+def platform_lookup_from_dir(stacks_dir: Path) -> Callable[[str], PlatformConfig | None]:
+    """Resolve a platform stack by short name from the repo's stack files (None if absent or broken)."""
+
+    def lookup(name: str) -> PlatformConfig | None:
+        path = stacks_dir / f"Pulumi.{name}.yaml"
+        if not path.exists():
+            return None
+        flat, _ = read_stack_file(path)
+        raw, region = raw_from_pulumi_config(flat)
+        try:
+            cfg = parse(raw, name, region)
+        except ConfigError:
+            return None
+        return cfg if isinstance(cfg, PlatformConfig) else None
+
+    return lookup

@@ -1,0 +1,32 @@
+"""Label, taint and naming constants shared by node pools and RayCluster specs.
+
+Defined once so a GPU node pool's taint and a Ray GPU worker's toleration can never
+drift apart.
+"""
+from __future__ import annotations
+
+PROJECT = "ray-platform"
+
+# The taint every GPU node carries; only pods that tolerate it (Ray GPU workers, the
+# NVIDIA device plugin) land on GPU nodes, so CPU pods never hold expensive capacity.
+GPU_TAINT_KEY = "nvidia.com/gpu"
+GPU_TAINT_VALUE = "true"
+GPU_TAINT_EFFECT = "NoSchedule"
+# EKS managed node groups spell effects in their API enum.
+EKS_TAINT_EFFECT = "NO_SCHEDULE"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+# Node labels the platform sets on its node groups; RayCluster worker groups select on them.
+LABEL_PREFIX = "ray-platform.io"
+NODE_POOL_LABEL = f"{LABEL_PREFIX}/pool"
+NODE_ROLE_LABEL = f"{LABEL_PREFIX}/role"
+GPU_NODE_LABEL = f"{LABEL_PREFIX}/gpu"
+ROLE_SYSTEM = "system"
+ROLE_GPU = "gpu"
+
+# Ray ports (KubeRay defaults) that team NetworkPolicies guard.
+RAY_GCS_PORT = 6379
+RAY_DASHBOARD_PORT = 8265
+RAY_CLIENT_PORT = 10001
+RAY_SERVE_PORT = 8000
+RAY_METRICS_PORT = 8080

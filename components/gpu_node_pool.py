@@ -1,0 +1,91 @@
+"""One GPU capacity pool: an EKS managed node group on an NVIDIA AMI, tainted so only GPU
+work lands there, plus the Auto Scaling group tags that let the Cluster Autoscaler scale
+it up from zero nodes."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.config import GpuPoolConfig
+from components.constants import (
+    EKS_TAINT_EFFECT, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE,
+    NODE_POOL_LABEL, NODE_ROLE_LABEL, ROLE_GPU,
+)
+from components.eks_cluster import imdsv2_launch_template
+
+CA_TEMPLATE_PREFIX = "k8s.io/cluster-autoscaler/node-template"
+
+
+@dataclass(frozen=True)
+class GpuNodePoolArgs:
+    config: GpuPoolConfig
+    cluster_name: pulumi.Input[str]
+    node_role_arn: pulumi.Input[str]
+    subnet_ids: pulumi.Input[list[str]]
+    kubernetes_version: str
+
+
+def pool_labels(pool: GpuPoolConfig) -> dict[str, str]:
+    """Labels every node of the pool carries; RayCluster GPU groups select on NODE_POOL_LABEL."""
+    return {**pool.labels, NODE_POOL_LABEL: pool.name, NODE_ROLE_LABEL: ROLE_GPU, GPU_NODE_LABEL: "true"}
+
+
+def autoscaler_node_template_tags(pool: GpuPoolConfig) -> dict[str, str]:
+    """ASG tags the Cluster Autoscaler reads to build a node template when the pool has 0 nodes.
+
+    With no node to look at, it learns labels, taints and the GPU count only from these;
+    without the GPU tag a pending pod asking for nvidia.com/gpu never triggers a scale-up.
+    """
+    tags = {f"{CA_TEMPLATE_PREFIX}/label/{k}": v for k, v in pool_labels(pool).items()}
+    tags[f"{CA_TEMPLATE_PREFIX}/taint/{GPU_TAINT_KEY}"] = f"{GPU_TAINT_VALUE}:{GPU_TAINT_EFFECT}"
+    tags[f"{CA_TEMPLATE_PREFIX}/resources/{GPU_RESOURCE}"] = str(pool.gpus_per_node)
+    return tags
+
+
+class GpuNodePool(pulumi.ComponentResource):
+    node_group: aws.eks.NodeGroup
+    labels: dict[str, str]
+
+    def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("ray-platform:index:GpuNodePool", name, None, opts)
+        pool = args.config
+        self.labels = pool_labels(pool)
+        launch_template = imdsv2_launch_template(f"{name}-lt", pool.disk_size_gib, self, {"Name": name})
+        self.node_group = aws.eks.NodeGroup(
+            f"{name}-ng",
+            cluster_name=args.cluster_name,
+            node_group_name_prefix=f"{pool.name}-",
+            node_role_arn=args.node_role_arn,
+            subnet_ids=args.subnet_ids,
+            instance_types=list(pool.instance_types),
+            capacity_type=pool.capacity_type,
+            ami_type=pool.ami_type,
+            version=args.kubernetes_version,
+            scaling_config=aws.eks.NodeGroupScalingConfigArgs(
+                min_size=pool.min_size, desired_size=pool.desired_size, max_size=pool.max_size),
+            labels=self.labels,
+            taints=[aws.eks.NodeGroupTaintArgs(key=GPU_TAINT_KEY, value=GPU_TAINT_VALUE, effect=EKS_TAINT_EFFECT)],
+            launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
+                id=launch_template.id, version=launch_template.latest_version),
+            update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable_percentage=33),
+            tags={"ray-platform/pool": pool.name},
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # The autoscaler owns desiredSize after creation; a later `up` must not reset it.
+                ignore_changes=["scalingConfig.desiredSize"],
+                # A new instance type list or AMI type needs a new group; create it first.
+                replace_on_changes=["instanceTypes", "amiType", "capacityType"],
+            ),
+        )
+        asg_name = self.node_group.resources.apply(lambda rs: rs[0].autoscaling_groups[0].name)
+        for key, value in sorted(autoscaler_node_template_tags(pool).items()):
+            # Named after the tag key so adding a label does not rename the other tags.
+            aws.autoscaling.Tag(
+                f"{name}-ca-{re.sub('[^a-z0-9]+', '-', key.removeprefix(CA_TEMPLATE_PREFIX).lower()).strip('-')}",
+                autoscaling_group_name=asg_name,
+                tag=aws.autoscaling.TagTagArgs(key=key, value=value, propagate_at_launch=False),
+                opts=pulumi.ResourceOptions(parent=self))
+        self.register_outputs({"nodeGroupName": self.node_group.node_group_name, "labels": self.labels})

@@ -1,0 +1,84 @@
+"""Wiring of a platform stack: network, EKS, GPU pools and add-ons, or an existing cluster."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
+from components.config import PlatformConfig
+from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
+from components.eks_cluster import SYSTEM_NODE_SELECTOR, EksCluster, EksClusterArgs
+from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs, pool_labels
+from components.kuberay_operator import KubeRayOperator, KubeRayOperatorArgs
+from components.network import Network, NetworkArgs
+from components.nvidia_device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
+from components.versions import KUBERAY_VERSION, RAY_VERSION
+
+
+def build_platform(cfg: PlatformConfig) -> dict[str, Any]:
+    """Declare every resource of a platform stack; returns the stack outputs team stacks read."""
+    name = cfg.cluster.name
+    outputs: dict[str, Any] = {
+        "environment": cfg.environment,
+        "clusterName": name,
+        "clusterProvider": cfg.cluster.provider,
+        "kubernetesVersion": cfg.cluster.kubernetes_version,
+        "gpuTaint": {"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT},
+        "gpuPools": [{
+            "name": pool.name, "labels": pool_labels(pool), "instanceTypes": list(pool.instance_types),
+            "gpusPerNode": pool.gpus_per_node, "capacityType": pool.capacity_type, "maxSize": pool.max_size,
+        } for pool in cfg.gpu_pools],
+        "kuberayVersion": KUBERAY_VERSION,
+        "kuberayNamespace": cfg.kuberay.namespace,
+        "rayVersion": RAY_VERSION,
+    }
+    node_selector: dict[str, str] | None = None
+    if cfg.is_eks:
+        provider, eks_outputs = _build_eks(cfg)
+        outputs.update(eks_outputs)
+        node_selector = SYSTEM_NODE_SELECTOR
+    else:
+        kubeconfig = cfg.kubeconfig or os.path.expanduser(cfg.cluster.kubeconfig_path or "")
+        provider = k8s.Provider(f"{name}-k8s", kubeconfig=pulumi.Output.secret(kubeconfig),
+                                context=cfg.cluster.kube_context)
+        outputs.update({"kubeconfig": pulumi.Output.secret(kubeconfig), "kubeContext": cfg.cluster.kube_context,
+                        "endpoint": None, "oidcProviderArn": None})
+    k8s_opts = pulumi.ResourceOptions(providers={"kubernetes": provider})
+    if cfg.addons.nvidia_device_plugin:
+        NvidiaDevicePlugin(f"{name}-nvidia", NvidiaDevicePluginArgs(), opts=k8s_opts)
+    KubeRayOperator(f"{name}-kuberay", KubeRayOperatorArgs(
+        namespace=cfg.kuberay.namespace, watch_namespaces=cfg.kuberay.watch_namespaces,
+        node_selector=node_selector), opts=k8s_opts)
+    return outputs
+
+
+def _build_eks(cfg: PlatformConfig) -> tuple[k8s.Provider, dict[str, Any]]:
+    name = cfg.cluster.name
+    region = cfg.aws_region or ""
+    network = Network(f"{name}-net", NetworkArgs(config=cfg.network, cluster_name=name))
+    cluster = EksCluster(f"{name}", EksClusterArgs(
+        config=cfg.cluster, region=region, vpc_id=network.vpc_id,
+        private_subnet_ids=network.private_subnet_ids, public_subnet_ids=network.public_subnet_ids))
+    pools = [
+        GpuNodePool(f"{name}-{pool.name}", GpuNodePoolArgs(
+            config=pool, cluster_name=cluster.cluster_name, node_role_arn=cluster.node_role_arn,
+            subnet_ids=network.private_subnet_ids, kubernetes_version=cfg.cluster.kubernetes_version))
+        for pool in cfg.gpu_pools
+    ]
+    if cfg.addons.cluster_autoscaler:
+        ClusterAutoscaler(f"{name}-autoscaler", ClusterAutoscalerArgs(
+            cluster_name=name, kubernetes_version=cfg.cluster.kubernetes_version, region=region,
+            oidc_provider_arn=cluster.oidc_provider_arn, oidc_issuer_url=cluster.oidc_issuer_url),
+            opts=pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}, depends_on=pools))
+    return cluster.provider, {
+        "kubeconfig": cluster.kubeconfig,
+        "kubeContext": None,
+        "endpoint": cluster.endpoint,
+        "oidcProviderArn": cluster.oidc_provider_arn,
+        "vpcId": network.vpc_id,
+        "privateSubnetIds": network.private_subnet_ids,
+        "gpuNodeGroups": [pool.node_group.node_group_name for pool in pools],
+    }

@@ -1,0 +1,272 @@
+"""Offline render: evaluate the real Pulumi program for a stack under the SDK's mock engine.
+
+Writes `<out>/<stack>/resources.json` (every resource: type, name, urn, parent, inputs;
+secrets as "[secret]"), `<out>/<stack>/outputs.json` and `<out>/<stack>/manifests/`
+(one YAML per Kubernetes object the program declares directly), and prints a tree.
+
+    python -m tools.render --stack dev
+    python -m tools.render --config path/to/Pulumi.mine.yaml
+    python -m tools.render --all [--out build/render]
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from google.protobuf import json_format, struct_pb2
+from pulumi.runtime import mocks, rpc
+from pulumi.runtime.settings import get_root_resource
+from pulumi.runtime.sync_await import _sync_await
+
+from components.config import ConfigError, read_stack_file, stack_name
+from components.constants import PROJECT
+
+ROOT = Path(__file__).resolve().parents[1]
+STACKS_DIR = ROOT / "stacks"
+PROGRAM = ROOT / "__main__.py"
+SECRET = "[secret]"
+UNKNOWN = "[unknown]"
+# Types that are not Kubernetes objects themselves, though their tokens start with kubernetes:.
+NON_MANIFEST_TYPES = ("kubernetes:helm.sh/v3:Release", "kubernetes:yaml/v2:ConfigFile", "pulumi:providers:kubernetes")
+DYNAMIC_PROVIDER_KEY = "__provider"
+
+
+@dataclass
+class Rendered:
+    stack: str
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def manifests(self) -> list[dict[str, Any]]:
+        return [r["inputs"] for r in self.resources if is_manifest_type(r["type"])]
+
+
+def is_manifest_type(type_: str) -> bool:
+    return type_.startswith("kubernetes:") and type_ not in NON_MANIFEST_TYPES
+
+
+def all_stack_files() -> list[Path]:
+    return sorted(STACKS_DIR.glob("Pulumi.*.yaml"))
+
+
+# --------------------------------------------------------------------------- mock engine
+
+
+def _decode(value: Any) -> Any:
+    """Plain JSON from a wire-format property value; secrets masked, resource refs as URNs."""
+    if isinstance(value, dict):
+        sig = value.get(rpc._special_sig_key)
+        if sig == rpc._special_secret_sig:
+            return SECRET
+        if sig == rpc._special_resource_sig:
+            return value.get("urn", "")
+        if sig in (rpc._special_asset_sig, rpc._special_archive_sig):
+            return value.get("path") or value.get("uri") or "[asset]"
+        if sig == rpc._special_output_value_sig:
+            return SECRET if value.get("secret") else _decode(value.get("value", UNKNOWN))
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if value == rpc.UNKNOWN:
+        return UNKNOWN
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class RecordingMonitor(mocks.MockMonitor):
+    """The SDK's mock monitor, also recording what a preview would show: parent, raw inputs."""
+
+    def __init__(self, mocks_impl: mocks.Mocks) -> None:
+        super().__init__(mocks_impl)
+        self.recorded: list[dict[str, Any]] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = _decode(json_format.MessageToDict(request.object, preserving_proto_field_name=True)
+                             if isinstance(request.object, struct_pb2.Struct) else {})
+            if DYNAMIC_PROVIDER_KEY in inputs:
+                inputs[DYNAMIC_PROVIDER_KEY] = "[serialized dynamic provider]"
+            self.recorded.append({
+                "type": request.type,
+                "name": request.name,
+                "urn": response.urn,
+                "parent": request.parent or None,
+                "custom": bool(request.custom),
+                "inputs": inputs,
+            })
+        return response
+
+
+class PlatformMocks(mocks.Mocks):
+    """Engine stand-in: echoes inputs and fills the outputs AWS would compute with plausible values."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region or "us-west-2"
+
+    def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        state = dict(args.inputs)
+        rid = f"{args.name}-id"
+        typ = args.typ
+        state.setdefault("arn", f"arn:aws:mock:{self.region}:123456789012:{typ.split(':')[-1].lower()}/{args.name}")
+        if typ == "aws:eks/cluster:Cluster":
+            issuer = f"https://oidc.eks.{self.region}.amazonaws.com/id/{args.name.upper()}"
+            state.update(
+                endpoint=f"https://{args.name}.gr7.{self.region}.eks.amazonaws.com",
+                certificateAuthority={"data": base64.b64encode(b"mock-ca").decode()},
+                identities=[{"oidcs": [{"issuer": issuer}]}])
+        elif typ == "aws:eks/nodeGroup:NodeGroup":
+            state.setdefault("nodeGroupName", f"{state.get('nodeGroupNamePrefix', '')}{args.name}")
+            state["resources"] = [{"autoscalingGroups": [{"name": f"eks-{args.name}-asg"}]}]
+        elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
+            state["latestVersion"] = 1
+            rid = f"lt-{args.name}"
+        elif typ == "aws:kms/key:Key":
+            state["keyId"] = f"key-{args.name}"
+        elif typ == "aws:ec2/vpc:Vpc":
+            rid = f"vpc-{args.name}"
+        elif typ == "aws:ec2/subnet:Subnet":
+            rid = f"subnet-{args.name}"
+        elif typ == "pulumi:pulumi:StackReference":
+            state["outputs"] = self.stack_reference_outputs(str(state.get("name", args.name)))
+        return rid, state
+
+    def stack_reference_outputs(self, name: str) -> dict[str, Any]:
+        """Outputs of a referenced platform stack, taken from that stack's own offline render."""
+        short = name.rsplit("/", 1)[-1]
+        path = STACKS_DIR / f"Pulumi.{short}.yaml"
+        if not path.exists():
+            return {}
+        rendered = render_stack(path)
+        return {k: ("mock-kubeconfig" if v == SECRET else v) for k, v in rendered.outputs.items()}
+
+    def call(self, args: mocks.MockCallArgs) -> dict[str, Any]:
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            names = [f"{self.region}{s}" for s in "abcdef"]
+            return {"names": names, "zoneIds": [f"z-{n}" for n in names], "id": self.region}
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": "123456789012", "arn": "arn:aws:iam::123456789012:user/mock", "userId": "mock"}
+        return {}
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _resolve_outputs(stack_outputs: dict[str, Any]) -> dict[str, Any]:
+    resolved: dict[str, Any] = {}
+    for key, value in stack_outputs.items():
+        out = pulumi.Output.from_input(value)
+        if _sync_await(out.is_secret()):
+            resolved[key] = SECRET
+        else:
+            resolved[key] = json.loads(json.dumps(_sync_await(out.future()), default=str))
+    return resolved
+
+
+def render_stack(stack_file: Path) -> Rendered:
+    """Run the real program for one stack file under mocks; raises ConfigError on bad config."""
+    flat, secret_keys = read_stack_file(stack_file)
+    name = stack_name(stack_file)
+    pulumi.runtime.set_all_config(flat, secret_keys)
+    monitor = RecordingMonitor(PlatformMocks(flat.get("aws:region", "")))
+    mocks.set_mocks(monitor.mocks, project=PROJECT, stack=name, preview=False, monitor=monitor)
+    error: list[BaseException] = []
+
+    def program() -> None:
+        try:
+            runpy.run_path(str(PROGRAM), run_name="__main__")
+        except pulumi.RunError as err:
+            error.append(err)
+
+    mocks.test(program)()
+    if error:
+        cause = error[0].__cause__ or error[0].__context__
+        raise cause if isinstance(cause, ConfigError) else error[0]
+    root = get_root_resource()
+    outputs = _resolve_outputs(dict(root.outputs)) if root is not None else {}
+    return Rendered(stack=name, resources=list(monitor.recorded), outputs=outputs)
+
+
+def manifest_filename(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    parts = [obj.get("kind", "object"), meta.get("namespace") or "cluster", meta.get("name") or "unnamed"]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(str(p) for p in parts)) + ".yaml"
+
+
+def write_render(rendered: Rendered, out_dir: Path) -> Path:
+    target = out_dir / rendered.stack
+    manifests_dir = target / "manifests"
+    manifests_dir.mkdir(parents=True, exist_ok=True)
+    for old in manifests_dir.glob("*.yaml"):
+        old.unlink()
+    resources = sorted(rendered.resources, key=lambda r: r["urn"])
+    (target / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True) + "\n")
+    (target / "outputs.json").write_text(json.dumps(rendered.outputs, indent=2, sort_keys=True) + "\n")
+    for obj in rendered.manifests():
+        (manifests_dir / manifest_filename(obj)).write_text(yaml.safe_dump(obj, sort_keys=False))
+    return target
+
+
+def tree(rendered: Rendered) -> str:
+    """Resources as an indented tree under their parents, like `pulumi preview` shows them."""
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    urns = {r["urn"] for r in rendered.resources}
+    for r in rendered.resources:
+        children.setdefault(r["parent"] if r["parent"] in urns else None, []).append(r)
+    lines = [f"+ pulumi:pulumi:Stack {PROJECT}-{rendered.stack}"]
+
+    def walk(parent: str | None, depth: int) -> None:
+        for r in children.get(parent, []):
+            lines.append(f"{'    ' * depth}+ {r['type']} {r['name']}")
+            walk(r["urn"], depth + 1)
+
+    walk(None, 1)
+    lines.append(f"{len(rendered.resources)} resources, {len(rendered.manifests())} Kubernetes objects")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.render", description=__doc__.split("\n\n")[0])
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--stack", help="stack name: renders stacks/Pulumi.<stack>.yaml")
+    which.add_argument("--config", type=Path, help="path to any Pulumi.<stack>.yaml")
+    which.add_argument("--all", action="store_true", help="every stack in stacks/")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "render")
+    parser.add_argument("--quiet", action="store_true", help="no tree, one line per stack")
+    args = parser.parse_args(argv)
+    if args.all:
+        files = all_stack_files()
+    elif args.config:
+        files = [args.config]
+    else:
+        files = [STACKS_DIR / f"Pulumi.{args.stack}.yaml"]
+    status = 0
+    for path in files:
+        if not path.exists():
+            known = ", ".join(stack_name(p) for p in all_stack_files())
+            print(f"error: no stack file {path}; known stacks: {known}", file=sys.stderr)
+            return 1
+        try:
+            rendered = render_stack(path)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            status = 1
+            continue
+        target = write_render(rendered, args.out)
+        print(f"{rendered.stack}: {len(rendered.resources)} resources -> {target}" if args.quiet
+              else f"{tree(rendered)}\nwritten to {target}\n")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
