@@ -151,11 +151,15 @@ def parse_result(log_text: str) -> dict[str, Any] | None:
     return None
 
 
-def entrypoint(job: str, config: Mapping[str, Any] | None = None) -> str:
-    """The shell command the Job SDK runs for `job` with `config`."""
+def entrypoint(job: str, config: Mapping[str, Any] | None = None, python: str = "python") -> str:
+    """The shell command the Job SDK runs for `job` with `config`.
+
+    `python` is the interpreter on the cluster's PATH (the Ray image's); a local head
+    started from an unactivated venv needs that venv's interpreter spelled out.
+    """
     if job not in JOB_NAMES:
         raise ValueError(f"unknown job {job!r}; known jobs: {list(JOB_NAMES)}")
-    return f"python -m jobs.{job} --config-json {shlex.quote(json.dumps(dict(config or {})))}"
+    return f"{shlex.quote(python)} -m jobs.{job} --config-json {shlex.quote(json.dumps(dict(config or {})))}"
 
 
 def runtime_env() -> dict[str, Any]:

@@ -134,7 +134,7 @@ def diff_values(old: Any, new: Any, path: str = "") -> list[PropertyChange]:
     reported as SECRET: showing the plain side would leak what the other hides.
     """
     if old == SECRET or new == SECRET:
-        if _same(old, new):
+        if old == new:
             return []
         masked_old = ABSENT if old is ABSENT else SECRET
         masked_new = ABSENT if new is ABSENT else SECRET

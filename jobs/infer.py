@@ -1,0 +1,120 @@
+"""Batch inference over the digits with Ray Data and the trained model.
+
+The model comes from `<storage_path>/<model_name>/latest.json` (written by
+`jobs.train`). Rows are built as `num_blocks` pre-split pandas blocks and scored by
+`map_batches` on an actor pool of `num_actors` actors at `cpus_per_actor` CPUs each:
+with fractional CPUs and no repartition ahead of the pool, a 2-CPU cluster cannot
+end up with every CPU held by pool actors waiting for upstream work that never runs.
+
+Output: Parquet files under `output_path` (default
+`<storage_path>/<model_name>/predictions/<submission id>`), columns `id`, `label`,
+`prediction`, `confidence`, `correct`.
+
+Result line: {"rows", "accuracy", "output_path", "checkpoint", "split", "seconds"}.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray.data
+import torch
+
+from jobs.common import (DEFAULT_MODEL_NAME, DEFAULT_STORAGE_PATH, emit_result, join_uri, load_config,
+                         normalize_storage_path, require, run_cli, submission_id)
+from jobs.model import NUM_FEATURES, load_all, load_model, load_split, predict_proba, read_pointer
+
+PIXEL_COLUMNS = [f"pixel_{i:02d}" for i in range(NUM_FEATURES)]
+SPLITS = ("test", "all")
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    storage_path: str = DEFAULT_STORAGE_PATH
+    model_name: str = DEFAULT_MODEL_NAME
+    output_path: str | None = None
+    # "test": the 360 held-out digits; "all": all 1797.
+    split: str = "test"
+    num_blocks: int = 4
+    num_actors: int = 2
+    cpus_per_actor: float = 0.5
+    batch_size: int = 128
+    use_gpu: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.split in SPLITS, f"InferConfig.split must be one of {list(SPLITS)}, got {self.split!r}")
+        require(self.num_blocks >= 1, "InferConfig.num_blocks must be >= 1")
+        require(self.num_actors >= 1, "InferConfig.num_actors must be >= 1")
+        require(self.cpus_per_actor > 0, "InferConfig.cpus_per_actor must be > 0")
+        require(self.batch_size >= 1, "InferConfig.batch_size must be >= 1")
+
+
+class DigitsPredictor:
+    """One per pool actor: loads the model once, then scores batches."""
+
+    def __init__(self, checkpoint_uri: str, use_gpu: bool) -> None:
+        torch.set_num_threads(1)
+        self.device = torch.device("cuda" if use_gpu else "cpu")
+        self.model = load_model(checkpoint_uri, self.device)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        proba = predict_proba(self.model, batch[PIXEL_COLUMNS].to_numpy(dtype=np.float32), self.device)
+        prediction = proba.argmax(axis=1)
+        return pd.DataFrame({
+            "id": batch["id"].to_numpy(),
+            "label": batch["label"].to_numpy(),
+            "prediction": prediction,
+            "confidence": proba.max(axis=1),
+            "correct": (prediction == batch["label"].to_numpy()).astype(np.int64),
+        })
+
+
+def input_blocks(split: str, num_blocks: int) -> list[pd.DataFrame]:
+    if split == "test":
+        held_out = load_split()
+        x, y = held_out.x_test, held_out.y_test
+    else:
+        x, y = load_all()
+    frame = pd.DataFrame(x, columns=PIXEL_COLUMNS)
+    frame.insert(0, "id", np.arange(len(x)))
+    frame["label"] = y
+    return [frame.iloc[rows].reset_index(drop=True) for rows in np.array_split(np.arange(len(frame)), num_blocks)]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    cfg = load_config(InferConfig, argv, prog="jobs.infer")
+    started = time.monotonic()
+    storage_path = normalize_storage_path(cfg.storage_path)
+    checkpoint_uri = read_pointer(storage_path, cfg.model_name)["checkpoint"]
+    output_path = normalize_storage_path(
+        cfg.output_path or join_uri(storage_path, cfg.model_name, "predictions", submission_id()))
+
+    # Blocks are already split, so the actor pool is the only operator that needs CPUs.
+    dataset = ray.data.from_pandas(input_blocks(cfg.split, cfg.num_blocks))
+    predictions = dataset.map_batches(
+        DigitsPredictor,
+        fn_constructor_kwargs={"checkpoint_uri": checkpoint_uri, "use_gpu": cfg.use_gpu},
+        batch_size=cfg.batch_size,
+        batch_format="pandas",
+        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+        num_cpus=cfg.cpus_per_actor,
+        num_gpus=1 if cfg.use_gpu else 0,
+    ).materialize()  # scored once, then both written and aggregated
+    predictions.write_parquet(output_path)
+    rows = predictions.count()
+    correct = predictions.sum("correct")
+    return emit_result({
+        "rows": rows,
+        "accuracy": correct / rows,
+        "output_path": output_path,
+        "checkpoint": checkpoint_uri,
+        "split": cfg.split,
+        "seconds": round(time.monotonic() - started, 1),
+    })
+
+
+if __name__ == "__main__":
+    run_cli("jobs.infer")
