@@ -7,7 +7,7 @@ STACK  ?= dev
 CONFIG ?=
 PYTEST_ARGS ?=
 
-.PHONY: help test render render-all local local-down jobs plan-diff bench clean
+.PHONY: help test render render-all policy local local-down jobs plan-diff bench clean
 
 help:
 	@echo "make local        start an embedded Ray cluster and run the demo-local jobs end to end"
@@ -15,6 +15,7 @@ help:
 	@echo "make test         run the whole test suite"
 	@echo "make render STACK=<name> [CONFIG=<path>]  render a stack offline into build/render/<stack>/"
 	@echo "make render-all   render every stack in stacks/"
+	@echo "make policy       run the policy pack's rules over every stack offline"
 	@echo "make jobs [ARGS='...']  list/inspect jobs on a Ray dashboard (see README)"
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -30,6 +31,9 @@ render: $(STAMP)
 
 render-all: $(STAMP)
 	$(PY) -m tools.render --all
+
+policy: $(STAMP)
+	$(PY) -m tools.policy_check $(if $(filter-out dev,$(STACK)),--stack $(STACK))
 
 local: $(STAMP)
 	$(PY) -m tools.local up

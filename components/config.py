@@ -37,6 +37,7 @@ JOB_WAITS = ("none", "running", "succeeded")
 SUBMISSIONS = ("sdk",)
 SERVICE_TYPES = ("ClusterIP", "LoadBalancer-internal")
 GCS_FT_BACKENDS = ("redis", "rocksdb")
+UPSCALING_MODES = ("Default", "Aggressive", "Conservative")
 # KubeRay names Services after the RayCluster, so the CR name is a DNS-1035 label
 # with room for KubeRay's suffixes (KubeRay itself rejects names longer than this).
 RAYCLUSTER_NAME_MAX = 53
@@ -208,6 +209,9 @@ class RayClusterConfig:
     worker_groups: tuple[WorkerGroupConfig, ...] = ()
     idle_timeout_seconds: int = 300
     upscaling_mode: str = "Default"
+    # The autoscaler sidecar in the head pod; counted against the team quota like any container.
+    autoscaler_cpu: str = "500m"
+    autoscaler_memory: str = "512Mi"
     gcs_fault_tolerance: GcsFaultToleranceConfig | None = None
     auth: bool = False
 

@@ -23,6 +23,7 @@ SYSTEM_NODE_SELECTOR = {NODE_ROLE_LABEL: ROLE_SYSTEM}
 class EksClusterArgs:
     config: ClusterConfig
     region: str
+    environment: str
     vpc_id: pulumi.Input[str]
     private_subnet_ids: pulumi.Input[list[str]]
     public_subnet_ids: pulumi.Input[list[str]]
@@ -125,7 +126,8 @@ class EksCluster(pulumi.ComponentResource):
             encryption_config=aws.eks.ClusterEncryptionConfigArgs(
                 resources=["secrets"],
                 provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=secrets_key.arn)),
-            tags={"ray-platform/cluster": cfg.name},
+            # The policy pack reads the environment from this tag (prod: private endpoint only).
+            tags={"ray-platform/cluster": cfg.name, "ray-platform/environment": args.environment},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster_policy, log_group]),
         )
 

@@ -60,7 +60,7 @@ def _build_eks(cfg: PlatformConfig) -> tuple[k8s.Provider, dict[str, Any]]:
     region = cfg.aws_region or ""
     network = Network(f"{name}-net", NetworkArgs(config=cfg.network, cluster_name=name))
     cluster = EksCluster(f"{name}", EksClusterArgs(
-        config=cfg.cluster, region=region, vpc_id=network.vpc_id,
+        config=cfg.cluster, region=region, environment=cfg.environment, vpc_id=network.vpc_id,
         private_subnet_ids=network.private_subnet_ids, public_subnet_ids=network.public_subnet_ids))
     pools = [
         GpuNodePool(f"{name}-{pool.name}", GpuNodePoolArgs(

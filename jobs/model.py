@@ -107,7 +107,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: np.ndarra
 def predict_proba(model: nn.Module, x: np.ndarray, device: torch.device | None = None) -> np.ndarray:
     model.eval()
     device = device or torch.device("cpu")
-    logits = model(torch.as_tensor(np.asarray(x, dtype=np.float32), device=device))
+    # A copy: Ray Data hands out read-only views, which torch warns about.
+    logits = model(torch.tensor(np.asarray(x), dtype=torch.float32, device=device))
     return torch.softmax(logits, dim=1).cpu().numpy()
 
 
