@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-STACK  ?= dev
+STACK  ?=
 CONFIG ?=
 PYTEST_ARGS ?=
 
@@ -16,6 +16,7 @@ help:
 	@echo "make render STACK=<name> [CONFIG=<path>]  render a stack offline into build/render/<stack>/"
 	@echo "make render-all   render every stack in stacks/"
 	@echo "make policy       run the policy pack's rules over every stack offline"
+	@echo "make plan-diff BASE=<rev>  Markdown diff of every stack's offline render, BASE vs working tree"
 	@echo "make jobs [ARGS='...']  list/inspect jobs on a Ray dashboard (see README)"
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -27,13 +28,20 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 render: $(STAMP)
-	$(PY) -m tools.render --stack $(STACK) $(if $(CONFIG),--config $(CONFIG))
+	@test -n "$(STACK)$(CONFIG)" || { echo 'usage: make render STACK=<name> | CONFIG=<path>' >&2; exit 2; }
+	$(PY) -m tools.render $(if $(CONFIG),--config $(CONFIG),--stack $(STACK))
 
 render-all: $(STAMP)
 	$(PY) -m tools.render --all
 
 policy: $(STAMP)
-	$(PY) -m tools.policy_check $(if $(filter-out dev,$(STACK)),--stack $(STACK))
+	$(PY) -m tools.policy_check $(if $(STACK),--stack $(STACK))
+
+# Exit 2 from the tool means "changed": a result, not a failure.
+PLAN_DIFF_OUT ?= build/plan-diff.md
+plan-diff: $(STAMP)
+	@test -n "$(BASE)" || { echo 'usage: make plan-diff BASE=<git rev>' >&2; exit 2; }
+	$(PY) -m tools.plan_diff --base $(BASE) --out $(PLAN_DIFF_OUT) || test $$? -eq 2
 
 local: $(STAMP)
 	$(PY) -m tools.local up

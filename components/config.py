@@ -636,25 +636,36 @@ def _parse_platform(p: _Problems, root: _Node, stack: str, environment: str | No
 # --------------------------------------------------------------------------- team
 
 
+def _check_group(p: _Problems, path: str, value: str) -> None:
+    if not value.strip():
+        p.bad(path, value, "a group name must not be empty (it becomes a RoleBinding subject)")
+
+
+def _check_not_above(p: _Problems, path: str, value: str | None, ceiling: str, what: str) -> None:
+    if value is not None and _quantity_value(value) > _quantity_value(ceiling):
+        p.bad(path, value, f"must be <= {what} ({ceiling})")
+
+
 def _parse_team(p: _Problems, root: _Node) -> TeamConfig | None:
     node = root.child("team", required=True, example="'{\"name\": \"vision\", ...}'")
     if node is None:
         return None
     name = node.str("name", _MISSING, "vision")
     _check_dns(p, node.key("name"), name, 40, "team name")
-    groups = node.str_list("groups", _MISSING, "'[\"vision-engineers\"]'")
+    groups = node.str_list("groups", _MISSING, "'[\"vision-engineers\"]'",
+                           item=lambda path, v: _check_group(p, path, v))
     if node.raw("groups") is not _MISSING and not groups:
         p.bad(node.key("groups"), [], "name at least one group to bind the team's Role to")
     qnode = node.child("quota", required=True, example="'{\"cpu\": \"64\", \"memory\": \"256Gi\", \"gpus\": 8}'")
     quota = None
     if qnode is not None:
-        quota = QuotaConfig(
-            cpu=qnode.quantity("cpu", _MISSING, "64"),
-            memory=qnode.quantity("memory", _MISSING, "256Gi"),
-            gpus=qnode.int("gpus", _MISSING, "8", minimum=0),
-            pods=qnode.int("pods", QuotaConfig.pods, minimum=1),
-        )
+        cpu = qnode.quantity("cpu", _MISSING, "64")
+        memory = qnode.quantity("memory", _MISSING, "256Gi")
+        gpus = qnode.int("gpus", _MISSING, "8", minimum=0)
+        pods = qnode.int("pods", QuotaConfig.pods, minimum=1)
         qnode.done()
+        if None not in (cpu, memory, gpus):
+            quota = QuotaConfig(cpu=cpu, memory=memory, gpus=gpus, pods=pods)
     lnode = node.child("limitRange")
     limit_range = LimitRangeConfig()
     if lnode is not None:
@@ -664,6 +675,9 @@ def _parse_team(p: _Problems, root: _Node) -> TeamConfig | None:
             max_cpu=lnode.quantity("maxCpu", limit_range.max_cpu),
             max_memory=lnode.quantity("maxMemory", limit_range.max_memory),
         )
+        _check_not_above(p, lnode.key("defaultCpu"), limit_range.default_cpu, limit_range.max_cpu, "maxCpu")
+        _check_not_above(p, lnode.key("defaultMemory"), limit_range.default_memory, limit_range.max_memory,
+                         "maxMemory")
         lnode.done()
     network_policy = node.bool("networkPolicy", True)
     node.done()
@@ -671,6 +685,14 @@ def _parse_team(p: _Problems, root: _Node) -> TeamConfig | None:
         return None
     return TeamConfig(name=name, groups=groups, quota=quota, limit_range=limit_range,
                       network_policy=network_policy)
+
+
+def _check_shm(p: _Problems, node: _Node, shm: str | None, memory: str | None) -> None:
+    # /dev/shm is a memory-backed emptyDir: whatever Ray's object store puts there counts
+    # against the container's memory limit, so it has to leave room for the Ray processes.
+    if shm is not None and memory is not None and _quantity_value(shm) >= _quantity_value(memory):
+        p.bad(node.key("shmSize"), shm, f"must be smaller than the container's memory ({memory}); "
+                                        f"/dev/shm is carved out of it")
 
 
 def _parse_worker_group(p: _Problems, node: _Node) -> WorkerGroupConfig:
@@ -690,10 +712,31 @@ def _parse_worker_group(p: _Problems, node: _Node) -> WorkerGroupConfig:
     )
     _check_range(p, node, "minReplicas", "replicas", "maxReplicas",
                  (cfg.min_replicas, cfg.replicas, cfg.max_replicas))
+    _check_shm(p, node, cfg.shm_size, cfg.memory)
     if cfg.gpus == 0 and cfg.gpu_pool is not None:
         p.bad(node.key("gpuPool"), cfg.gpu_pool, "a CPU worker group (gpus: 0) must not target a GPU pool")
     node.done()
     return cfg
+
+
+def _parse_gcs_fault_tolerance(p: _Problems, node: _Node | None) -> GcsFaultToleranceConfig | None:
+    if node is None:
+        return None
+    backend = node.str("backend", _MISSING, "redis", choices=GCS_FT_BACKENDS)
+    ft = GcsFaultToleranceConfig(
+        backend=backend,
+        redis_address=node.str("redisAddress", None),
+        storage_size=node.quantity("storageSize", GcsFaultToleranceConfig.storage_size),
+    )
+    if backend == "redis" and not ft.redis_address:
+        p.missing(node.key("redisAddress"), "redis.example.internal:6379")
+    if backend == "rocksdb" and ft.redis_address:
+        p.bad(node.key("redisAddress"), ft.redis_address, "only used with backend: redis")
+    if backend == "redis" and "storageSize" in node.data:
+        p.bad(node.key("storageSize"), node.data["storageSize"],
+              "only used with backend: rocksdb (the size of the head's GCS volume)")
+    node.done()
+    return ft
 
 
 def _parse_ray_cluster(p: _Problems, node: _Node) -> RayClusterConfig:
@@ -708,6 +751,7 @@ def _parse_ray_cluster(p: _Problems, node: _Node) -> RayClusterConfig:
             shm_size=hnode.quantity("shmSize", head.shm_size),
             service_type=hnode.str("serviceType", head.service_type, choices=SERVICE_TYPES),
         )
+        _check_shm(p, hnode, head.shm_size, head.memory)
         hnode.done()
     groups = tuple(_parse_worker_group(p, n) for n in node.children("workerGroups"))
     seen: set[str] = set()
@@ -715,28 +759,21 @@ def _parse_ray_cluster(p: _Problems, node: _Node) -> RayClusterConfig:
         if g.name in seen:
             p.bad(f"{node.key('workerGroups')}[{i}].name", g.name, "worker group names must be unique")
         seen.add(g.name)
-    ft = None
-    fnode = node.child("gcsFaultTolerance")
-    if fnode is not None:
-        backend = fnode.str("backend", _MISSING, "redis", choices=GCS_FT_BACKENDS)
-        ft = GcsFaultToleranceConfig(
-            backend=backend,
-            redis_address=fnode.str("redisAddress", None),
-            storage_size=fnode.quantity("storageSize", GcsFaultToleranceConfig.storage_size),
-        )
-        if backend == "redis" and not ft.redis_address:
-            fnode.p.missing(fnode.key("redisAddress"), "redis.example.internal:6379")
-        if backend == "rocksdb" and ft.redis_address:
-            fnode.p.bad(fnode.key("redisAddress"), ft.redis_address, "only used with backend: redis")
-        fnode.done()
+    ft = _parse_gcs_fault_tolerance(p, node.child("gcsFaultTolerance"))
     anode = node.child("autoscaler")
-    idle, mode = RayClusterConfig.idle_timeout_seconds, RayClusterConfig.upscaling_mode
+    d = RayClusterConfig(name="x")
+    idle, mode = d.idle_timeout_seconds, d.upscaling_mode
+    autoscaler_cpu, autoscaler_memory = d.autoscaler_cpu, d.autoscaler_memory
     if anode is not None:
         idle = anode.int("idleTimeoutSeconds", idle, minimum=30)
-        mode = anode.str("upscalingMode", mode, choices=("Default", "Aggressive", "Conservative"))
+        mode = anode.str("upscalingMode", mode, choices=UPSCALING_MODES)
+        autoscaler_cpu = anode.quantity("cpu", autoscaler_cpu)
+        autoscaler_memory = anode.quantity("memory", autoscaler_memory)
         anode.done()
     cfg = RayClusterConfig(name=name, head=head, worker_groups=groups, idle_timeout_seconds=idle,
-                           upscaling_mode=mode, gcs_fault_tolerance=ft, auth=node.bool("auth", False))
+                           upscaling_mode=mode, autoscaler_cpu=autoscaler_cpu,
+                           autoscaler_memory=autoscaler_memory, gcs_fault_tolerance=ft,
+                           auth=node.bool("auth", False))
     node.done()
     return cfg
 
@@ -786,9 +823,9 @@ def _parse_jobs(p: _Problems, root: _Node, clusters: set[str]) -> tuple[JobConfi
     return jobs
 
 
-def _quantity_value(q: str) -> float:
-    """Kubernetes quantity to a float in base units (cores or bytes)."""
-    m = re.match(r"^([0-9.]+)([a-zA-Z]*)$", q)
+def _quantity_value(q: str | None) -> float:
+    """Kubernetes quantity to a float in base units (cores or bytes); 0 for a value already reported bad."""
+    m = re.match(r"^([0-9.]+)([a-zA-Z]*)$", q) if isinstance(q, str) else None
     if not m:
         return 0.0
     number, unit = float(m.group(1)), m.group(2)
@@ -797,48 +834,115 @@ def _quantity_value(q: str) -> float:
     return number * scale.get(unit, 1)
 
 
+@dataclass(frozen=True)
+class Demand:
+    """What the RayClusters of one namespace request at max scale (every group at maxReplicas)."""
+
+    cpu: float
+    memory: float
+    gpus: int
+    pods: int
+
+
+def max_demand(clusters: tuple[RayClusterConfig, ...]) -> Demand:
+    cpu = memory = 0.0
+    gpus = pods = 0
+    for c in clusters:
+        # The head pod runs Ray and the autoscaler sidecar.
+        cpu += _quantity_value(c.head.cpu) + _quantity_value(c.autoscaler_cpu)
+        memory += _quantity_value(c.head.memory) + _quantity_value(c.autoscaler_memory)
+        pods += 1
+        for g in c.worker_groups:
+            cpu += _quantity_value(g.cpu) * g.max_replicas
+            memory += _quantity_value(g.memory) * g.max_replicas
+            gpus += g.gpus * g.max_replicas
+            pods += g.max_replicas
+    return Demand(cpu=cpu, memory=memory, gpus=gpus, pods=pods)
+
+
 def _check_quota_fit(p: _Problems, team: TeamConfig, clusters: tuple[RayClusterConfig, ...]) -> None:
-    """Max demand of every RayCluster in the namespace must fit the team quota."""
-    gpus = sum(g.gpus * g.max_replicas for c in clusters for g in c.worker_groups)
-    cpu = sum(_quantity_value(c.head.cpu) + sum(_quantity_value(g.cpu) * g.max_replicas for g in c.worker_groups)
-              for c in clusters)
-    mem = sum(_quantity_value(c.head.memory) + sum(_quantity_value(g.memory) * g.max_replicas
-                                                   for g in c.worker_groups) for c in clusters)
-    if gpus > team.quota.gpus:
-        p.bad(f"{_ns('team')}.quota.gpus", team.quota.gpus,
-              f"the RayClusters can scale to {gpus} GPUs, {gpus - team.quota.gpus} more than the quota; "
+    """Max demand of every RayCluster in the namespace must fit the team quota.
+
+    Otherwise the autoscaler asks for workers the quota refuses: the pods are never
+    created and a job waits for resources forever instead of failing at `pulumi up`.
+    """
+    need = max_demand(clusters)
+    quota = team.quota
+    path = f"{_ns('team')}.quota"
+    if need.gpus > quota.gpus:
+        p.bad(f"{path}.gpus", quota.gpus,
+              f"the RayClusters can scale to {need.gpus} GPUs, {need.gpus - quota.gpus} more than the quota; "
               f"raise the quota or lower maxReplicas")
-    quota_cpu, quota_mem = _quantity_value(team.quota.cpu), _quantity_value(team.quota.memory)
-    if cpu > quota_cpu + 1e-9:
-        p.bad(f"{_ns('team')}.quota.cpu", team.quota.cpu,
-              f"the RayClusters can request {cpu:g} CPUs at max scale, {cpu - quota_cpu:g} more than the quota")
-    if mem > quota_mem:
-        p.bad(f"{_ns('team')}.quota.memory", team.quota.memory,
-              f"the RayClusters can request {mem / 2**30:g}Gi at max scale, "
-              f"{(mem - quota_mem) / 2**30:g}Gi more than the quota")
+    quota_cpu, quota_mem = _quantity_value(quota.cpu), _quantity_value(quota.memory)
+    if need.cpu > quota_cpu + 1e-9:
+        p.bad(f"{path}.cpu", quota.cpu,
+              f"the RayClusters (heads and autoscalers included) can request {need.cpu:g} CPUs at max scale, "
+              f"{need.cpu - quota_cpu:g} more than the quota")
+    if need.memory > quota_mem:
+        p.bad(f"{path}.memory", quota.memory,
+              f"the RayClusters (heads and autoscalers included) can request {need.memory / 2**30:g}Gi at max "
+              f"scale, {(need.memory - quota_mem) / 2**30:g}Gi more than the quota")
+    if need.pods > quota.pods:
+        p.bad(f"{path}.pods", quota.pods,
+              f"the RayClusters can run {need.pods} pods at max scale, {need.pods - quota.pods} more than the quota")
     for c_i, c in enumerate(clusters):
         for g_i, g in enumerate(c.worker_groups):
-            path = f"{_ns('rayClusters')}[{c_i}].workerGroups[{g_i}]"
-            if g.gpus > team.quota.gpus:
-                p.bad(f"{path}.gpus", g.gpus, f"one worker needs more GPUs than the team quota ({team.quota.gpus})")
+            if g.gpus > quota.gpus:
+                p.bad(f"{_ns('rayClusters')}[{c_i}].workerGroups[{g_i}].gpus", g.gpus,
+                      f"one worker needs more GPUs than the team quota ({quota.gpus})")
 
 
-def _check_against_platform(p: _Problems, clusters: tuple[RayClusterConfig, ...],
+def _check_limit_range(p: _Problems, team: TeamConfig, clusters: tuple[RayClusterConfig, ...]) -> None:
+    """A container above the namespace's LimitRange max is refused at pod creation, and KubeRay
+    would retry it forever; say so before deploying."""
+    lr = team.limit_range
+    for c_i, c in enumerate(clusters):
+        base = f"{_ns('rayClusters')}[{c_i}]"
+        containers = [(f"{base}.head", c.head.cpu, c.head.memory)]
+        containers += [(f"{base}.workerGroups[{g_i}]", g.cpu, g.memory) for g_i, g in enumerate(c.worker_groups)]
+        for path, cpu, memory in containers:
+            _check_not_above(p, f"{path}.cpu", cpu, lr.max_cpu, "the team's limitRange.maxCpu")
+            _check_not_above(p, f"{path}.memory", memory, lr.max_memory, "the team's limitRange.maxMemory")
+
+
+def _check_against_platform(p: _Problems, team: TeamConfig | None, clusters: tuple[RayClusterConfig, ...],
                             platform: PlatformConfig) -> None:
+    watched = platform.kuberay.watch_namespaces
+    if team is not None and watched and team.namespace not in watched:
+        p.bad(f"{_ns('team')}.name", team.name,
+              f"namespace {team.namespace!r} is not watched by the KubeRay operator of platform stack "
+              f"{platform.stack!r} (kuberay.watchNamespaces: {', '.join(watched)}); add it there first")
+    for c_i, c in enumerate(clusters):
+        if platform.is_eks and c.gcs_fault_tolerance is not None and c.gcs_fault_tolerance.backend == "rocksdb":
+            p.bad(f"{_ns('rayClusters')}[{c_i}].gcsFaultTolerance.backend", "rocksdb",
+                  f"platform stack {platform.stack!r} (EKS) installs no CSI driver for PersistentVolumes, so the "
+                  f"GCS volume would never bind; use backend: redis")
     pools = {pool.name: pool for pool in platform.gpu_pools}
     for c_i, c in enumerate(clusters):
         for g_i, g in enumerate(c.worker_groups):
             path = f"{_ns('rayClusters')}[{c_i}].workerGroups[{g_i}]"
             if g.gpus == 0:
                 continue
-            if not pools and platform.is_eks:
-                p.bad(f"{path}.gpus", g.gpus, f"platform stack {platform.stack!r} has no GPU pools (CPU-only)")
-            elif g.gpu_pool is not None and pools and g.gpu_pool not in pools:
+            if not pools:
+                if platform.is_eks:
+                    p.bad(f"{path}.gpus", g.gpus, f"platform stack {platform.stack!r} has no GPU pools (CPU-only)")
+                continue
+            if g.gpu_pool is not None and g.gpu_pool not in pools:
                 p.bad(f"{path}.gpuPool", g.gpu_pool,
                       f"platform stack {platform.stack!r} has GPU pools: {', '.join(pools)}")
-            elif g.gpu_pool is not None and g.gpu_pool in pools and g.gpus > pools[g.gpu_pool].gpus_per_node:
-                p.bad(f"{path}.gpus", g.gpus,
-                      f"GPU pool {g.gpu_pool!r} has {pools[g.gpu_pool].gpus_per_node} GPU(s) per node")
+                continue
+            candidates = [pools[g.gpu_pool]] if g.gpu_pool is not None else list(pools.values())
+            # Workers of one group that fit on the pool(s) at the pools' max size.
+            capacity = sum(pool.max_size * (pool.gpus_per_node // g.gpus) for pool in candidates)
+            if capacity == 0:
+                per_node = ", ".join(f"{pool.name}: {pool.gpus_per_node}" for pool in candidates)
+                p.bad(f"{path}.gpus", g.gpus, f"no GPU node of platform stack {platform.stack!r} has that many "
+                                              f"GPUs (GPUs per node: {per_node})")
+            elif g.max_replicas > capacity:
+                where = f"GPU pool {g.gpu_pool!r}" if g.gpu_pool is not None else "the GPU pools together"
+                p.bad(f"{path}.maxReplicas", g.max_replicas,
+                      f"{where} of platform stack {platform.stack!r} can hold at most {capacity} worker(s) "
+                      f"of {g.gpus} GPU(s) at their maxSize")
 
 
 def _parse_team_stack(p: _Problems, root: _Node, stack: str, environment: str | None,
@@ -866,19 +970,21 @@ def _parse_team_stack(p: _Problems, root: _Node, stack: str, environment: str | 
         p.missing(f"{_ns('dashboard')}.url", "'http://{cluster}-head-svc.{namespace}.svc:8265'")
     redis_password = root.str("redisPassword", None)
     dashboard_token = root.str("dashboardToken", None)
+    uses_redis = any(c.gcs_fault_tolerance and c.gcs_fault_tolerance.backend == "redis" for c in clusters)
+    if uses_redis and redis_password is None:
+        p.missing(_ns("redisPassword"), "--secret <password>")
     for i, c in enumerate(clusters):
-        if c.gcs_fault_tolerance and c.gcs_fault_tolerance.backend == "redis" and redis_password is None:
-            p.missing(_ns("redisPassword"), "--secret <password>")
         if c.auth and dashboard_token is None:
             p.bad(f"{_ns('rayClusters')}[{i}].auth", True,
                   f"token auth needs the secret {_ns('dashboardToken')} (pulumi config set --secret "
                   f"{_ns('dashboardToken')} <token>)")
     if team is not None:
         _check_quota_fit(p, team, clusters)
+        _check_limit_range(p, team, clusters)
     if platform_stack and platform_lookup is not None:
         platform = platform_lookup(platform_stack.rsplit("/", 1)[-1])
         if platform is not None:
-            _check_against_platform(p, clusters, platform)
+            _check_against_platform(p, team, clusters, platform)
     if team is None or platform_stack is None or not clusters:
         return None
     return TeamStackConfig(stack=stack, environment=environment or "", platform_stack=platform_stack,

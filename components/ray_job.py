@@ -340,21 +340,39 @@ def _raise_for(resp: requests.Response, what: str) -> None:
         raise RayJobError(f"Ray dashboard {what} failed with HTTP {resp.status_code}: {resp.text[:1000]}")
 
 
-def submit(client: JobClient, args: RayJobArgs, submission_id: str) -> None:
+def submit(client: JobClient, args: RayJobArgs, submission_id: str, deadline: float) -> None:
     metadata = {**args.metadata, METADATA_KIND: args.kind, METADATA_JOB_NAME: args.job_name,
                 METADATA_CODE_HASH: args.code_hash[:12]}
-    client.sdk.submit_job(
-        entrypoint=args.entrypoint,
-        submission_id=submission_id,
-        runtime_env=args.runtime_env or None,
-        metadata=metadata,
-        entrypoint_num_cpus=args.entrypoint_num_cpus,
-        entrypoint_num_gpus=args.entrypoint_num_gpus,
-        entrypoint_memory=args.entrypoint_memory,
-    )
+    started = time.monotonic()
+    delay = POLL_FIRST_S
+    while True:
+        try:
+            client.sdk.submit_job(
+                entrypoint=args.entrypoint,
+                submission_id=submission_id,
+                runtime_env=args.runtime_env or None,
+                metadata=metadata,
+                entrypoint_num_cpus=args.entrypoint_num_cpus,
+                entrypoint_num_gpus=args.entrypoint_num_gpus,
+                entrypoint_memory=args.entrypoint_memory,
+            )
+            return
+        except RuntimeError as exc:
+            # A fresh head answers /api/version before its job agent has registered;
+            # until then the dashboard refuses submissions (after a 10 s wait of its own).
+            if "No available agent" not in str(exc):
+                raise
+        if time.monotonic() >= deadline:
+            raise DashboardUnreachable(
+                f"Ray dashboard at {client.url} answers but has no job agent to run submissions "
+                f"(tried for {time.monotonic() - started:.0f}s). The head's dashboard agent is not up: see "
+                "dashboard_agent.log on the head (locally, another Ray head on this machine may hold the "
+                "agent's port, 52365 by default).")
+        time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+        delay = min(delay * 2, DASHBOARD_BACKOFF_MAX_S)
 
 
-def submit_or_adopt(client: JobClient, args: RayJobArgs) -> str:
+def submit_or_adopt(client: JobClient, args: RayJobArgs, agent_deadline: float) -> str:
     """Submit the job under its deterministic id, or adopt the live attempt; returns the id."""
     base = submission_id_for(args)
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -365,7 +383,7 @@ def submit_or_adopt(client: JobClient, args: RayJobArgs) -> str:
         if info is not None:
             return submission_id
         try:
-            submit(client, args, submission_id)
+            submit(client, args, submission_id, agent_deadline)
         except RuntimeError as exc:
             # Another `pulumi up` submitted the same id between our lookup and our submit.
             if "already exists" not in str(exc):
@@ -524,9 +542,9 @@ def connect(args: RayJobArgs) -> JobClient:
 def run_job(args: RayJobArgs) -> dict[str, Any]:
     """Create: wait for the dashboard, submit or adopt, apply the wait policy; returns the outputs."""
     client = connect(args)
+    submission_id = submit_or_adopt(client, args, time.monotonic() + args.dashboard_wait_seconds)
     started = time.monotonic()
     deadline = started + args.timeout_seconds
-    submission_id = submit_or_adopt(client, args)
     return _settle(client, args, submission_id, deadline, started,
                    "Re-running `pulumi up` submits a new attempt.")
 

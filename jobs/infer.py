@@ -25,7 +25,8 @@ import torch
 
 from jobs.common import (DEFAULT_MODEL_NAME, DEFAULT_STORAGE_PATH, emit_result, join_uri, load_config,
                          normalize_storage_path, require, run_cli, submission_id)
-from jobs.model import NUM_FEATURES, load_all, load_model, load_split, predict_proba, read_pointer
+from jobs.data import NUM_FEATURES, load_all, load_split
+from jobs.model import load_model, predict_proba, read_pointer
 
 PIXEL_COLUMNS = [f"pixel_{i:02d}" for i in range(NUM_FEATURES)]
 SPLITS = ("test", "all")

@@ -1,9 +1,8 @@
-"""The digits dataset, the MLP, and where trained models live.
+"""The digits MLP, its train/eval steps, and where trained models live.
 
-Dataset: scikit-learn's bundled `load_digits` (1797 8x8 images, pixels 0..16, no
-download), split once with a fixed seed into 1437 training and 360 held-out rows,
-so every job agrees on what "held-out" means. The model takes raw 0..16 pixels and
-scales them itself, so infer and serve clients send the data as scikit-learn has it.
+Data comes from `jobs.data` (scikit-learn digits, fixed held-out split). The model
+takes raw 0..16 pixels and scales them itself, so infer and serve clients send the
+data as scikit-learn has it.
 
 Accuracy bar: the MLP reaches >= 0.90 held-out accuracy (ACCURACY_BAR) within a
 few epochs on CPU; tests hold training to it.
@@ -21,52 +20,23 @@ import io
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.fs
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 from jobs.common import join_uri, normalize_storage_path
+from jobs.data import NUM_CLASSES, NUM_FEATURES, PIXEL_MAX
 
 ACCURACY_BAR = 0.90
-NUM_FEATURES = 64
-NUM_CLASSES = 10
-PIXEL_MAX = 16.0
-# Fixed, not configurable: train, infer and tune must agree on the held-out rows.
-SPLIT_SEED = 0
-HELD_OUT_FRACTION = 0.2
 
 MODEL_FILE = "model.pt"
 OPTIMIZER_FILE = "optimizer.pt"
 META_FILE = "meta.json"
 POINTER_FILE = "latest.json"
-
-
-@dataclass(frozen=True)
-class DigitsSplit:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-
-def load_all() -> tuple[np.ndarray, np.ndarray]:
-    """All 1797 digits: float32 pixels (n, 64) in 0..16 and int64 labels."""
-    digits = load_digits()
-    return digits.data.astype(np.float32), digits.target.astype(np.int64)
-
-
-def load_split() -> DigitsSplit:
-    x, y = load_all()
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=HELD_OUT_FRACTION, random_state=SPLIT_SEED, stratify=y)
-    return DigitsSplit(x_train, y_train, x_test, y_test)
 
 
 class DigitsMLP(nn.Module):

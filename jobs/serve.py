@@ -40,7 +40,8 @@ from ray.serve.deployment import Application
 
 from jobs.common import (CONFIG_ENV_VAR, DEFAULT_MODEL_NAME, DEFAULT_STORAGE_PATH, config_from_dict,
                          config_from_json, emit_result, load_config, normalize_storage_path, require, run_cli)
-from jobs.model import NUM_FEATURES, load_model, predict_proba, read_pointer
+from jobs.data import NUM_FEATURES
+from jobs.model import load_model, predict_proba, read_pointer
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,9 @@ import torch
 
 from jobs.common import (DEFAULT_MODEL_NAME, DEFAULT_STORAGE_PATH, config_from_dict, emit_result, join_uri,
                          load_config, normalize_storage_path, require, run_cli, submission_id)
-from jobs.model import (ACCURACY_BAR, DigitsMLP, evaluate, filesystem_uri, load_split, restore_training_state,
-                        save_checkpoint, train_epoch, write_pointer)
+from jobs.data import load_split
+from jobs.model import (ACCURACY_BAR, DigitsMLP, evaluate, filesystem_uri, restore_training_state, save_checkpoint,
+                        train_epoch, write_pointer)
 
 
 @dataclass(frozen=True)

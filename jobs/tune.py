@@ -24,7 +24,8 @@ from ray.tune.search import BasicVariantGenerator
 
 from jobs.common import (DEFAULT_STORAGE_PATH, emit_result, join_uri, load_config, normalize_storage_path, require,
                          run_cli, submission_id)
-from jobs.model import DigitsMLP, evaluate, load_split, train_epoch
+from jobs.data import load_split
+from jobs.model import DigitsMLP, evaluate, train_epoch
 
 
 @dataclass(frozen=True)

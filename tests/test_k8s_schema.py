@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +208,7 @@ def pod_monitor() -> Obj:
 
 
 @pytest.mark.parametrize("make", [deployment, namespace, resource_quota])
-def test_valid_core_objects(make: Any) -> None:
+def test_valid_core_objects(make: Callable[[], Obj]) -> None:
     assert validate_object(make(), K8S) == []
 
 
@@ -263,7 +264,7 @@ def test_schema_version_is_the_shipped_release_of_that_minor() -> None:
 
 
 @pytest.mark.parametrize("make", [ray_cluster, ray_job, ray_service])
-def test_valid_kuberay_objects(make: Any) -> None:
+def test_valid_kuberay_objects(make: Callable[[], Obj]) -> None:
     assert validate_object(make(), K8S) == []
 
 

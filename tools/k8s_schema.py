@@ -169,7 +169,6 @@ class CrdVersion:
     version: str
     served: bool
     validator: jsonschema.protocols.Validator | None
-    source: Path
 
 
 @functools.cache
@@ -190,7 +189,6 @@ def _load_crd_file(path: Path) -> tuple[CrdVersion, ...]:
                     version=entry["name"],
                     served=bool(entry.get("served")),
                     validator=_CrdValidator(strict_schema(raw)) if raw else None,
-                    source=path,
                 )
             )
     if not versions:

@@ -24,6 +24,7 @@ import pulumi
 import yaml
 from google.protobuf import json_format, struct_pb2
 from pulumi.runtime import mocks, rpc
+from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.settings import get_root_resource
 from pulumi.runtime.sync_await import _sync_await
 
@@ -111,8 +112,10 @@ class RecordingMonitor(mocks.MockMonitor):
 class PlatformMocks(mocks.Mocks):
     """Engine stand-in: echoes inputs and fills the outputs AWS would compute with plausible values."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, references: dict[str, Rendered] | None = None) -> None:
         self.region = region or "us-west-2"
+        # Stack reference name -> that stack's render, done before this run (see render_stack).
+        self.references = references or {}
 
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
@@ -138,17 +141,18 @@ class PlatformMocks(mocks.Mocks):
         elif typ == "aws:ec2/subnet:Subnet":
             rid = f"subnet-{args.name}"
         elif typ == "pulumi:pulumi:StackReference":
-            state["outputs"] = self.stack_reference_outputs(str(state.get("name", args.name)))
+            state.update(self.stack_reference_state(str(state.get("name", args.name))))
         return rid, state
 
-    def stack_reference_outputs(self, name: str) -> dict[str, Any]:
-        """Outputs of a referenced platform stack, taken from that stack's own offline render."""
-        short = name.rsplit("/", 1)[-1]
-        path = STACKS_DIR / f"Pulumi.{short}.yaml"
-        if not path.exists():
-            return {}
-        rendered = render_stack(path)
-        return {k: ("mock-kubeconfig" if v == SECRET else v) for k, v in rendered.outputs.items()}
+    def stack_reference_state(self, name: str) -> dict[str, Any]:
+        """Outputs of a referenced stack as the engine reports them: secret ones listed as such
+        (their values are placeholders, as offline renders never see a secret's value)."""
+        rendered = self.references.get(name)
+        outputs = rendered.outputs if rendered is not None else {}
+        return {
+            "outputs": {k: (f"mock-{k}" if v == SECRET else v) for k, v in outputs.items()},
+            "secretOutputNames": sorted(k for k, v in outputs.items() if v == SECRET),
+        }
 
     def call(self, args: mocks.MockCallArgs) -> dict[str, Any]:
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
@@ -173,12 +177,28 @@ def _resolve_outputs(stack_outputs: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
+def _referenced_stacks(flat: dict[str, str]) -> dict[str, Rendered]:
+    """Render the platform stack a team stack references, from stacks/Pulumi.<last segment>.yaml.
+
+    Done before the referencing stack's own run: one mock engine session at a time.
+    """
+    reference = flat.get(f"{PROJECT}:platformStack")
+    if not reference:
+        return {}
+    path = STACKS_DIR / f"Pulumi.{reference.rsplit('/', 1)[-1]}.yaml"
+    return {reference: render_stack(path)} if path.exists() else {}
+
+
 def render_stack(stack_file: Path) -> Rendered:
     """Run the real program for one stack file under mocks; raises ConfigError on bad config."""
     flat, secret_keys = read_stack_file(stack_file)
     name = stack_name(stack_file)
+    references = _referenced_stacks(flat)
+    # set_mocks reuses an existing root Stack resource; a fresh one keeps the exports of a
+    # previous render (e.g. the referenced platform stack's) out of this one.
+    runtime_settings.ROOT.set(None)
     pulumi.runtime.set_all_config(flat, secret_keys)
-    monitor = RecordingMonitor(PlatformMocks(flat.get("aws:region", "")))
+    monitor = RecordingMonitor(PlatformMocks(flat.get("aws:region", ""), references))
     mocks.set_mocks(monitor.mocks, project=PROJECT, stack=name, preview=False, monitor=monitor)
     error: list[BaseException] = []
 

@@ -1,0 +1,77 @@
+"""One team RayCluster: the `ray.io/v1` custom resource from the pure spec builder, plus the
+Kubernetes objects it refers to (the Redis password and auth token Secrets, the GCS volume).
+
+The RayCluster CRD is installed by the platform stack's KubeRay operator component. A team
+stack cannot depend on a resource of another stack, so the ordering "CRDs before
+RayClusters" holds by construction (a team stack is deployed onto a running platform; the
+StackReference fails if the platform stack has never been deployed) and, inside the team
+stack, the RayCluster waits for what its pods need: the namespace, its ResourceQuota and
+LimitRange (passed in `opts.depends_on`), and its own Secrets and claim.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.config import RayClusterConfig
+from components.ray_cluster_spec import (
+    AUTH_TOKEN_KEY, REDIS_PASSWORD_KEY, auth_secret_name, common_labels, gcs_volume_claim, head_service_name,
+    ray_cluster, redis_secret_name, serve_service_name,
+)
+
+
+@dataclass(frozen=True)
+class RayClusterArgs:
+    config: RayClusterConfig
+    namespace: str
+    team: str
+    # Pulumi secrets from the team stack's config; required when the config asks for them.
+    redis_password: pulumi.Input[str] | None = None
+    auth_token: pulumi.Input[str] | None = None
+
+
+class RayCluster(pulumi.ComponentResource):
+    custom_resource: k8s.apiextensions.CustomResource
+    head_service: str
+    serve_service: str
+
+    def __init__(self, name: str, args: RayClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("ray-platform:index:RayCluster", name, None, opts)
+        cfg = args.config
+        manifest = ray_cluster(cfg, args.namespace, args.team)
+        labels = common_labels(args.team)
+        child = pulumi.ResourceOptions(parent=self)
+
+        def secret(suffix: str, secret_name: str, key: str, value: pulumi.Input[str] | None) -> k8s.core.v1.Secret:
+            if value is None:
+                # config.py rejects this combination; reaching it is a programming error.
+                raise ValueError(f"RayCluster {cfg.name}: {secret_name} needs a value")
+            return k8s.core.v1.Secret(
+                f"{name}-{suffix}",
+                metadata={"name": secret_name, "namespace": args.namespace, "labels": labels},
+                type="Opaque", string_data={key: pulumi.Output.secret(value)}, opts=child)
+
+        needs: list[pulumi.Resource] = []
+        ft = cfg.gcs_fault_tolerance
+        if ft is not None and ft.backend == "redis":
+            needs.append(secret("redis", redis_secret_name(cfg.name), REDIS_PASSWORD_KEY, args.redis_password))
+        if cfg.auth:
+            needs.append(secret("auth", auth_secret_name(cfg.name), AUTH_TOKEN_KEY, args.auth_token))
+        claim = gcs_volume_claim(cfg, args.namespace, args.team)
+        if claim is not None:
+            needs.append(k8s.core.v1.PersistentVolumeClaim(
+                f"{name}-gcs", metadata=claim["metadata"], spec=claim["spec"], opts=child))
+
+        self.custom_resource = k8s.apiextensions.CustomResource(
+            name,
+            api_version=manifest["apiVersion"],
+            kind=manifest["kind"],
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=needs),
+        )
+        self.head_service = head_service_name(cfg.name)
+        self.serve_service = serve_service_name(cfg.name)
+        self.register_outputs({"name": cfg.name, "headService": self.head_service})

@@ -1,0 +1,283 @@
+"""The RayCluster (`ray.io/v1`) object of one team cluster, as a pure function of its config.
+
+No Pulumi here: the same dict is what `components/ray_cluster.py` hands to the engine, what
+the offline render writes, and what the tests validate against the pinned KubeRay CRD.
+Every field name below exists in the KubeRay v1.7.0 CRD (`ray.io_rayclusters.yaml`).
+
+Scheduling contract with the platform layer (constants shared with the GPU node pools):
+GPU worker groups tolerate the GPU taint and select the pool's label; everything without
+GPUs (head, CPU workers) is kept off GPU nodes by node affinity and, should it land on one
+anyway, sees no GPU because `NVIDIA_VISIBLE_DEVICES=void` hides them from the NVIDIA runtime.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from components.config import RayClusterConfig, WorkerGroupConfig
+from components.constants import (
+    GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, LABEL_PREFIX, NODE_POOL_LABEL,
+    PROJECT,
+    RAY_CLIENT_PORT, RAY_DASHBOARD_PORT, RAY_GCS_PORT, RAY_METRICS_PORT, RAY_SERVE_PORT,
+)
+from components.versions import RAY_IMAGE_CPU, RAY_IMAGE_GPU, RAY_VERSION
+
+API_VERSION = "ray.io/v1"
+KIND = "RayCluster"
+
+# On the namespace, every RayCluster and every Ray pod: cost allocation and policy find the team by it.
+TEAM_LABEL = f"{LABEL_PREFIX}/team"
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+
+# rayproject/ray images run as the `ray` user (uid 1000, primary group `users`, gid 100). The
+# image names its user rather than its uid, so the kubelet can only enforce runAsNonRoot when
+# the uid is spelled out here.
+RAY_UID = 1000
+RAY_GID = 100
+
+# Keys the KubeRay operator reads from the Secrets this platform creates.
+REDIS_PASSWORD_KEY = "password"
+AUTH_TOKEN_KEY = "auth_token"  # KubeRay's authOptions.secretName contract
+
+# KubeRay creates `<cluster>-serve-svc` for a plain RayCluster only when asked to.
+ENABLE_SERVE_SERVICE_ANNOTATION = "ray.io/enable-serve-service"
+# The in-tree cloud controller reads the first, the AWS Load Balancer Controller the second;
+# both are set so the head's load balancer stays internal whichever controller provisions it.
+INTERNAL_LB_ANNOTATIONS = {
+    "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
+    "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
+}
+# Pinned so a KubeRay upgrade cannot switch the autoscaler implementation under running clusters.
+AUTOSCALER_VERSION = "v2"
+
+SHM_VOLUME = "dshm"
+HEAD_CONTAINER = "ray-head"
+WORKER_CONTAINER = "ray-worker"
+
+
+# --------------------------------------------------------------------------- names
+
+
+def head_service_name(cluster: str) -> str:
+    """The head Service KubeRay creates (GCS, dashboard, client, metrics)."""
+    return f"{cluster}-head-svc"
+
+
+def serve_service_name(cluster: str) -> str:
+    """The Ray Serve Service KubeRay creates when ENABLE_SERVE_SERVICE_ANNOTATION is set."""
+    return f"{cluster}-serve-svc"
+
+
+def redis_secret_name(cluster: str) -> str:
+    return f"{cluster}-gcs-redis"
+
+
+def auth_secret_name(cluster: str) -> str:
+    # Not `<cluster>`: that is the name KubeRay uses when it generates a token Secret itself.
+    return f"{cluster}-auth-token"
+
+
+def gcs_volume_claim_name(cluster: str) -> str:
+    return f"{cluster}-gcs-rocksdb"
+
+
+def common_labels(team: str) -> dict[str, str]:
+    return {TEAM_LABEL: team, PART_OF_LABEL: PROJECT}
+
+
+# --------------------------------------------------------------------------- pod parts
+
+
+def _resources(cpu: str, memory: str, gpus: int) -> dict[str, dict[str, str]]:
+    # requests == limits: Guaranteed QoS, so the kubelet never evicts a Ray node for
+    # memory pressure caused by a neighbour, and the quota counts what is really held.
+    amounts = {"cpu": cpu, "memory": memory}
+    if gpus:
+        amounts[GPU_RESOURCE] = str(gpus)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _container_security_context() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def _pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RAY_UID,
+        "runAsGroup": RAY_GID,
+        # Volumes (the GCS RocksDB claim) are made writable for the ray user.
+        "fsGroup": RAY_GID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _port(name: str, port: int) -> dict[str, Any]:
+    return {"name": name, "containerPort": port, "protocol": "TCP"}
+
+
+def _ray_container(name: str, image: str, cpu: str, memory: str, gpus: int,
+                   ports: list[dict[str, Any]]) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "resources": _resources(cpu, memory, gpus),
+        "ports": ports,
+        "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
+        "securityContext": _container_security_context(),
+    }
+    if not gpus:
+        # The NVIDIA runtime exposes every GPU of the node to a container that asks for none
+        # when its image says NVIDIA_VISIBLE_DEVICES=all; `void` exposes none.
+        container["env"] = [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}]
+    return container
+
+
+def _off_gpu_nodes() -> dict[str, Any]:
+    # NotIn also matches nodes without the label, so this works on clusters whose CPU nodes
+    # carry no GPU label at all.
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": GPU_NODE_LABEL, "operator": "NotIn", "values": ["true"]}]},
+    ]}}}
+
+
+def _gpu_toleration() -> dict[str, str]:
+    return {"key": GPU_TAINT_KEY, "operator": "Equal", "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT}
+
+
+def _pod_template(container: dict[str, Any], shm_size: str, gpus: int, gpu_pool: str | None,
+                  labels: dict[str, str]) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}}],
+        "securityContext": _pod_security_context(),
+    }
+    if gpus:
+        spec["tolerations"] = [_gpu_toleration()]
+        spec["nodeSelector"] = {NODE_POOL_LABEL: gpu_pool} if gpu_pool else {GPU_NODE_LABEL: "true"}
+    else:
+        spec["affinity"] = _off_gpu_nodes()
+    return {"metadata": {"labels": dict(labels)}, "spec": spec}
+
+
+def _ray_start_params(gpus: int) -> dict[str, str]:
+    # Ray would otherwise count the node's GPUs itself; the pod's allocation is the truth.
+    return {"num-gpus": str(gpus), "metrics-export-port": str(RAY_METRICS_PORT)}
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def head_group_spec(cfg: RayClusterConfig, labels: dict[str, str]) -> dict[str, Any]:
+    head = cfg.head
+    ports = [_port("gcs-server", RAY_GCS_PORT), _port("dashboard", RAY_DASHBOARD_PORT),
+             _port("client", RAY_CLIENT_PORT), _port("serve", RAY_SERVE_PORT), _port("metrics", RAY_METRICS_PORT)]
+    container = _ray_container(HEAD_CONTAINER, RAY_IMAGE_CPU, head.cpu, head.memory, 0, ports)
+    params = {
+        **_ray_start_params(0),
+        # The dashboard must listen on the pod IP for the head Service to reach it.
+        "dashboard-host": "0.0.0.0",
+        # No Ray tasks on the head: it holds the GCS and the dashboard, and a task that
+        # exhausts its memory takes the whole cluster down with it.
+        "num-cpus": "0",
+    }
+    group: dict[str, Any] = {
+        "serviceType": "ClusterIP",
+        "rayStartParams": params,
+        "template": _pod_template(container, head.shm_size, 0, None, labels),
+    }
+    if head.service_type == "LoadBalancer-internal":
+        group["serviceType"] = "LoadBalancer"
+        # Annotations on the head Service template itself, where reviewers and policy look.
+        group["headService"] = {"metadata": {"annotations": dict(INTERNAL_LB_ANNOTATIONS)}}
+    return group
+
+
+def worker_group_spec(group: WorkerGroupConfig, labels: dict[str, str]) -> dict[str, Any]:
+    image = RAY_IMAGE_GPU if group.gpus else RAY_IMAGE_CPU
+    container = _ray_container(WORKER_CONTAINER, image, group.cpu, group.memory, group.gpus,
+                               [_port("metrics", RAY_METRICS_PORT)])
+    template = _pod_template(container, group.shm_size, group.gpus, group.gpu_pool, labels)
+    # Ray workers never call the Kubernetes API; only the head's autoscaler does.
+    template["spec"]["automountServiceAccountToken"] = False
+    return {
+        "groupName": group.name,
+        "replicas": group.replicas,
+        "minReplicas": group.min_replicas,
+        "maxReplicas": group.max_replicas,
+        "rayStartParams": _ray_start_params(group.gpus),
+        "template": template,
+    }
+
+
+def _autoscaler_options(cfg: RayClusterConfig) -> dict[str, Any]:
+    return {
+        "version": AUTOSCALER_VERSION,
+        "idleTimeoutSeconds": cfg.idle_timeout_seconds,
+        "upscalingMode": cfg.upscaling_mode,
+        "resources": _resources(cfg.autoscaler_cpu, cfg.autoscaler_memory, 0),
+        "securityContext": _container_security_context(),
+    }
+
+
+def _gcs_fault_tolerance_options(cfg: RayClusterConfig) -> dict[str, Any] | None:
+    ft = cfg.gcs_fault_tolerance
+    if ft is None:
+        return None
+    if ft.backend == "redis":
+        return {
+            "backend": "redis",
+            "redisAddress": ft.redis_address,
+            "redisPassword": {"valueFrom": {"secretKeyRef": {
+                "name": redis_secret_name(cfg.name), "key": REDIS_PASSWORD_KEY}}},
+        }
+    # The claim is created by this platform (components/ray_cluster.py), so it shows in the
+    # preview and its lifecycle follows the stack rather than one RayCluster object.
+    return {"backend": "rocksdb", "storage": {"claimName": gcs_volume_claim_name(cfg.name)}}
+
+
+def gcs_volume_claim(cfg: RayClusterConfig, namespace: str, team: str) -> dict[str, Any] | None:
+    """The claim holding the GCS's RocksDB (backend: rocksdb), or None for other backends."""
+    ft = cfg.gcs_fault_tolerance
+    if ft is None or ft.backend != "rocksdb":
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": gcs_volume_claim_name(cfg.name), "namespace": namespace, "labels": common_labels(team)},
+        # Only the head pod mounts it.
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": ft.storage_size}}},
+    }
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+def ray_cluster(cfg: RayClusterConfig, namespace: str, team: str) -> dict[str, Any]:
+    """The full RayCluster object for `cfg` in the team's namespace."""
+    labels = common_labels(team)
+    spec: dict[str, Any] = {
+        "rayVersion": RAY_VERSION,
+        # The Ray autoscaler adds workers when tasks ask for resources (GPU groups scale up
+        # from minReplicas, usually 0) and removes them after idleTimeoutSeconds.
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": _autoscaler_options(cfg),
+        "headGroupSpec": head_group_spec(cfg, labels),
+        "workerGroupSpecs": [worker_group_spec(g, labels) for g in cfg.worker_groups],
+    }
+    ft = _gcs_fault_tolerance_options(cfg)
+    if ft is not None:
+        spec["gcsFaultToleranceOptions"] = ft
+    if cfg.auth:
+        spec["authOptions"] = {"mode": "token", "secretName": auth_secret_name(cfg.name)}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": cfg.name,
+            "namespace": namespace,
+            "labels": dict(labels),
+            "annotations": {ENABLE_SERVE_SERVICE_ANNOTATION: "true"},
+        },
+        "spec": spec,
+    }

@@ -1,0 +1,160 @@
+"""One ML team's slice of the cluster: its namespace, quota, default limits, RBAC and ingress policy.
+
+The team's groups may run Ray (RayClusters, RayJobs, RayServices) and read what it produces
+(pods, logs, services, events) in their namespace and nowhere else; they cannot touch the
+quota, the limits or the policy that bound them. The spec builders are pure so tests read
+exactly what the component declares.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.config import TeamConfig
+from components.constants import GPU_RESOURCE, RAY_CLIENT_PORT, RAY_DASHBOARD_PORT, RAY_SERVE_PORT
+from components.ray_cluster_spec import common_labels
+
+RAY_GROUP = "ray.io"
+RAY_RESOURCES = ("rayclusters", "rayjobs", "rayservices")
+MANAGE = ("get", "list", "watch", "create", "update", "patch", "delete")
+READ = ("get", "list", "watch")
+# KubeRay's own pod labels, used to single out head pods.
+RAY_CLUSTER_LABEL = "ray.io/cluster"
+RAY_NODE_TYPE_LABEL = "ray.io/node-type"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+@dataclass(frozen=True)
+class TeamArgs:
+    config: TeamConfig
+    # Where the platform runs the KubeRay operator (a platform stack output).
+    kuberay_namespace: pulumi.Input[str]
+    # RayClusters whose head Service is an internal load balancer: their heads take traffic
+    # from outside the pod network.
+    load_balanced_clusters: tuple[str, ...] = ()
+
+
+def namespace_labels(team: TeamConfig) -> dict[str, str]:
+    return {
+        **common_labels(team.name),
+        # Baseline is enforced: KubeRay injects containers (init, autoscaler) whose security
+        # context this platform does not fully control. Restricted is reported so gaps show.
+        "pod-security.kubernetes.io/enforce": "baseline",
+        "pod-security.kubernetes.io/warn": "restricted",
+        "pod-security.kubernetes.io/audit": "restricted",
+    }
+
+
+def quota_hard(team: TeamConfig) -> dict[str, str]:
+    quota = team.quota
+    # Ray containers set requests == limits, so one number bounds both. Extended resources
+    # such as GPUs cannot be overcommitted and Kubernetes enforces them only under the
+    # `requests.` prefix: that single entry caps the GPUs the namespace can hold.
+    return {
+        "requests.cpu": quota.cpu,
+        "limits.cpu": quota.cpu,
+        "requests.memory": quota.memory,
+        "limits.memory": quota.memory,
+        f"requests.{GPU_RESOURCE}": str(quota.gpus),
+        "pods": str(quota.pods),
+    }
+
+
+def limit_range_spec(team: TeamConfig) -> dict[str, Any]:
+    lr = team.limit_range
+    defaults = {"cpu": lr.default_cpu, "memory": lr.default_memory}
+    # Defaults matter because the quota covers limits: a container KubeRay injects without
+    # resources would otherwise be refused by the quota.
+    return {"limits": [{
+        "type": "Container",
+        "default": dict(defaults),
+        "defaultRequest": dict(defaults),
+        "max": {"cpu": lr.max_cpu, "memory": lr.max_memory},
+    }]}
+
+
+def role_rules() -> list[dict[str, Any]]:
+    return [
+        {"apiGroups": [RAY_GROUP], "resources": list(RAY_RESOURCES), "verbs": list(MANAGE)},
+        {"apiGroups": [""], "resources": ["pods", "services", "events"], "verbs": list(READ)},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        # The dashboard is ClusterIP-only by default: `kubectl port-forward` is how people reach it.
+        {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["create"]},
+    ]
+
+
+def role_binding_subjects(team: TeamConfig) -> list[dict[str, str]]:
+    return [{"kind": "Group", "name": group, "apiGroup": "rbac.authorization.k8s.io"} for group in team.groups]
+
+
+def _tcp(*ports: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": port} for port in ports]
+
+
+def network_policy_spec(kuberay_namespace: pulumi.Input[str]) -> dict[str, Any]:
+    """Ingress to every pod of the namespace: its own pods, and the KubeRay operator on the dashboard."""
+    return {
+        "podSelector": {},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            # Ray nodes talk to each other on many ports (GCS, raylets, object manager, workers).
+            {"from": [{"podSelector": {}}]},
+            # The operator reads job and Serve status through the dashboard API.
+            {"from": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: kuberay_namespace}}}],
+             "ports": _tcp(RAY_DASHBOARD_PORT)},
+        ],
+    }
+
+
+def load_balancer_policy_spec(cluster: str) -> dict[str, Any]:
+    """Traffic through an internal load balancer comes from VPC addresses, not pods: admit it to
+    the head's client-facing ports only (the load balancer itself is not reachable from outside)."""
+    return {
+        "podSelector": {"matchLabels": {RAY_CLUSTER_LABEL: cluster, RAY_NODE_TYPE_LABEL: "head"}},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"ports": _tcp(RAY_DASHBOARD_PORT, RAY_CLIENT_PORT, RAY_SERVE_PORT)}],
+    }
+
+
+class Team(pulumi.ComponentResource):
+    namespace: k8s.core.v1.Namespace
+    quota: k8s.core.v1.ResourceQuota
+    limit_range: k8s.core.v1.LimitRange
+
+    def __init__(self, name: str, args: TeamArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("ray-platform:index:Team", name, None, opts)
+        team = args.config
+        labels = common_labels(team.name)
+        child = pulumi.ResourceOptions(parent=self)
+        self.namespace = k8s.core.v1.Namespace(
+            f"{name}-ns", metadata={"name": team.namespace, "labels": namespace_labels(team)}, opts=child)
+        # Every namespaced object takes the namespace's name as an output, so it is created
+        # after the namespace and deleted before it.
+        namespace = self.namespace.metadata.apply(lambda m: m.name)
+
+        def meta(object_name: str) -> dict[str, Any]:
+            return {"name": object_name, "namespace": namespace, "labels": labels}
+
+        self.quota = k8s.core.v1.ResourceQuota(
+            f"{name}-quota", metadata=meta(f"{team.name}-quota"), spec={"hard": quota_hard(team)}, opts=child)
+        self.limit_range = k8s.core.v1.LimitRange(
+            f"{name}-limits", metadata=meta(f"{team.name}-limits"), spec=limit_range_spec(team), opts=child)
+        role = k8s.rbac.v1.Role(f"{name}-role", metadata=meta(f"{team.name}-ray-users"), rules=role_rules(),
+                                opts=child)
+        k8s.rbac.v1.RoleBinding(
+            f"{name}-rolebinding", metadata=meta(f"{team.name}-ray-users"),
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                      "name": role.metadata.apply(lambda m: m.name)},
+            subjects=role_binding_subjects(team), opts=child)
+        if team.network_policy:
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-netpol", metadata=meta(f"{team.name}-ray-ingress"),
+                spec=network_policy_spec(args.kuberay_namespace), opts=child)
+            for cluster in args.load_balanced_clusters:
+                k8s.networking.v1.NetworkPolicy(
+                    f"{name}-netpol-{cluster}-lb", metadata=meta(f"{cluster}-internal-lb"),
+                    spec=load_balancer_policy_spec(cluster), opts=child)
+        self.register_outputs({"namespace": namespace})
