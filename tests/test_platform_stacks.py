@@ -192,3 +192,12 @@ def test_no_resource_is_created_inside_apply(path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(pulumi.Resource, "__init__", init)
     render_stack(path)
     assert created_in_apply == []
+
+
+@pytest.mark.parametrize("path", PLATFORM, ids=ids(PLATFORM))
+def test_every_urn_and_parent_belongs_to_the_stack(path: Path) -> None:
+    r = rendered(path)
+    prefix = f"urn:pulumi:{r.stack}::ray-platform::"
+    for res in r.resources:
+        assert res["urn"].startswith(prefix), res["urn"]
+        assert res["parent"] is None or res["parent"].startswith(prefix), f"{res['urn']}: parent {res['parent']}"

@@ -25,7 +25,7 @@ import yaml
 from google.protobuf import json_format, struct_pb2
 from pulumi.runtime import mocks, rpc
 from pulumi.runtime import settings as runtime_settings
-from pulumi.runtime.settings import get_root_resource
+from pulumi.runtime.settings import ROOT, get_root_resource
 from pulumi.runtime.sync_await import _sync_await
 
 from components.config import ConfigError, read_stack_file, stack_name
