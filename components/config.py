@@ -236,10 +236,6 @@ class JobConfig:
     depends_on: tuple[str, ...] = ()
     submission: str = "sdk"
 
-    @property
-    def entrypoint(self) -> str:
-        return f"python -m jobs.{self.kind} --config-json {json.dumps(json.dumps(dict(self.settings), sort_keys=True))}"
-
 
 @dataclass(frozen=True)
 class DashboardConfig:
@@ -924,6 +920,7 @@ def _check_against_platform(p: _Problems, team: TeamConfig | None, clusters: tup
             if g.gpus == 0:
                 continue
             if not pools:
+                # An existing cluster brings its own GPU nodes, labelled by hand; only EKS pools are known here.
                 if platform.is_eks:
                     p.bad(f"{path}.gpus", g.gpus, f"platform stack {platform.stack!r} has no GPU pools (CPU-only)")
                 continue
@@ -934,7 +931,10 @@ def _check_against_platform(p: _Problems, team: TeamConfig | None, clusters: tup
             candidates = [pools[g.gpu_pool]] if g.gpu_pool is not None else list(pools.values())
             # Workers of one group that fit on the pool(s) at the pools' max size.
             capacity = sum(pool.max_size * (pool.gpus_per_node // g.gpus) for pool in candidates)
-            if capacity == 0:
+            if capacity == 0 and g.gpu_pool is not None:
+                p.bad(f"{path}.gpus", g.gpus,
+                      f"GPU pool {g.gpu_pool!r} has {pools[g.gpu_pool].gpus_per_node} GPU(s) per node")
+            elif capacity == 0:
                 per_node = ", ".join(f"{pool.name}: {pool.gpus_per_node}" for pool in candidates)
                 p.bad(f"{path}.gpus", g.gpus, f"no GPU node of platform stack {platform.stack!r} has that many "
                                               f"GPUs (GPUs per node: {per_node})")

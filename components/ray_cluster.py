@@ -6,10 +6,11 @@ stack cannot depend on a resource of another stack, so the ordering "CRDs before
 RayClusters" holds by construction (a team stack is deployed onto a running platform; the
 StackReference fails if the platform stack has never been deployed) and, inside the team
 stack, the RayCluster waits for what its pods need: the namespace, its ResourceQuota and
-LimitRange (passed in `opts.depends_on`), and its own Secrets and claim.
+LimitRange (`RayClusterArgs.prerequisites`), and its own Secrets and claim.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -30,6 +31,9 @@ class RayClusterArgs:
     # Pulumi secrets from the team stack's config; required when the config asks for them.
     redis_password: pulumi.Input[str] | None = None
     auth_token: pulumi.Input[str] | None = None
+    # Created before any object here. Given to every child: a component's own depends_on
+    # does not hold back the resources inside it.
+    prerequisites: Sequence[pulumi.Resource] = ()
 
 
 class RayCluster(pulumi.ComponentResource):
@@ -42,7 +46,7 @@ class RayCluster(pulumi.ComponentResource):
         cfg = args.config
         manifest = ray_cluster(cfg, args.namespace, args.team)
         labels = common_labels(args.team)
-        child = pulumi.ResourceOptions(parent=self)
+        child = pulumi.ResourceOptions(parent=self, depends_on=list(args.prerequisites))
 
         def secret(suffix: str, secret_name: str, key: str, value: pulumi.Input[str] | None) -> k8s.core.v1.Secret:
             if value is None:
@@ -53,7 +57,7 @@ class RayCluster(pulumi.ComponentResource):
                 metadata={"name": secret_name, "namespace": args.namespace, "labels": labels},
                 type="Opaque", string_data={key: pulumi.Output.secret(value)}, opts=child)
 
-        needs: list[pulumi.Resource] = []
+        needs: list[pulumi.Resource] = list(args.prerequisites)
         ft = cfg.gcs_fault_tolerance
         if ft is not None and ft.backend == "redis":
             needs.append(secret("redis", redis_secret_name(cfg.name), REDIS_PASSWORD_KEY, args.redis_password))

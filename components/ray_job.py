@@ -23,7 +23,7 @@ import re
 import shlex
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pulumi
 import pulumi.dynamic
 import requests
+from pulumi.runtime import rpc
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
@@ -58,8 +59,8 @@ OUTPUT_FIELDS = (
     "endpoint", "start_time", "end_time",
 )
 
-JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-SERVE_APP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# Job and app names end up in submission ids, actor names and log file names.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 ERRNO_RE = re.compile(r"\[Errno -?\d+\] [^'\")]+")
 
@@ -90,6 +91,16 @@ class JobTimeout(RayJobError):
 
 @dataclass(frozen=True)
 class RayJobArgs:
+    """One job to run after deploy.
+
+    The fields in IDENTITY_FIELDS name the work; changing any of them submits a new
+    job. The rest say how to reach the cluster and how long to wait, and change in
+    place. `wait`: "none" returns once submitted, "running" once the job runs,
+    "succeeded" once it succeeded (and, for kind "serve", once its Serve app is
+    RUNNING). `timeout_seconds` bounds that wait; `dashboard_wait_seconds` bounds
+    the wait for the dashboard (and its job agent) to answer at all.
+    """
+
     job_name: str
     kind: str
     entrypoint: str
@@ -206,6 +217,10 @@ def redact(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
 
 
+def status_of(info: JobDetails) -> str:
+    return str(info.status.value)
+
+
 def status_head(message: str | None) -> str:
     """The job's status message without the log excerpt Ray appends to it (we add our own tail)."""
     text = (message or "").split(", last available logs", 1)[0].strip()
@@ -252,9 +267,8 @@ def config_without_app(details: Mapping[str, Any], app_name: str) -> dict[str, A
 
 # --- talking to the cluster -------------------------------------------------------
 
-def wait_for_dashboard(url: str, token: str | None, max_wait_s: float,
-                       sleep: Callable[[float], None] = time.sleep) -> str:
-    """Poll GET /api/version with exponential backoff until it answers; returns the Ray version.
+def wait_for_dashboard(url: str, token: str | None, max_wait_s: float) -> None:
+    """Poll GET /api/version with exponential backoff until it answers.
 
     A fresh RayCluster's head takes a while to come up after its resource is
     "created", so the hook waits, but within a bound and with a message that says
@@ -273,9 +287,9 @@ def wait_for_dashboard(url: str, token: str | None, max_wait_s: float,
                                 timeout=max(0.5, min(5.0, remaining)))
             if resp.status_code in (401, 403):
                 raise RayJobError(f"Ray dashboard at {url} refused the request (HTTP {resp.status_code}): "
-                                  "check the auth token given to the job.")
+                                  "check the auth token.")
             if resp.ok:
-                return str(resp.json().get("ray_version", ""))
+                return
             last_error = f"HTTP {resp.status_code}"
         except requests.RequestException as exc:
             last_error = short_error(exc)
@@ -286,7 +300,7 @@ def wait_for_dashboard(url: str, token: str | None, max_wait_s: float,
                 f"({attempts} attempts over {time.monotonic() - started:.1f}s; last error: {last_error}). "
                 "Check that the Ray head is running and that this URL is reachable from this machine "
                 "(service URL or port-forward).")
-        sleep(min(delay, remaining))
+        time.sleep(min(delay, remaining))
         delay = min(delay * 2, DASHBOARD_BACKOFF_MAX_S)
 
 
@@ -306,7 +320,7 @@ class JobClient:
         try:
             return self.sdk.get_job_info(submission_id)
         except RuntimeError as exc:
-            if "status code 404" in str(exc) or "does not exist" in str(exc):
+            if _is_not_found(exc):
                 return None
             raise
 
@@ -314,7 +328,7 @@ class JobClient:
         try:
             return self.sdk.get_job_logs(submission_id)
         except RuntimeError as exc:
-            if "status code 404" in str(exc) or "does not exist" in str(exc):
+            if _is_not_found(exc):
                 return ""
             raise
 
@@ -333,6 +347,11 @@ class JobClient:
         resp = requests.delete(f"{self.url}/api/serve/applications/", headers=self._headers,
                                timeout=REQUEST_TIMEOUT_S)
         _raise_for(resp, "DELETE /api/serve/applications/")
+
+
+def _is_not_found(exc: RuntimeError) -> bool:
+    # The SDK turns every HTTP error into a RuntimeError carrying the status text.
+    return "status code 404" in str(exc) or "does not exist" in str(exc)
 
 
 def _raise_for(resp: requests.Response, what: str) -> None:
@@ -394,8 +413,7 @@ def submit_or_adopt(client: JobClient, args: RayJobArgs, agent_deadline: float) 
                       "fix the job or change its code before retrying.")
 
 
-def poll_job(client: JobClient, submission_id: str, targets: frozenset[str], deadline: float,
-             sleep: Callable[[float], None] = time.sleep) -> JobDetails:
+def poll_job(client: JobClient, submission_id: str, targets: frozenset[str], deadline: float) -> JobDetails:
     """Poll with bounded backoff until the status is in `targets` or terminal, or the deadline passes."""
     delay = POLL_FIRST_S
     while True:
@@ -406,7 +424,7 @@ def poll_job(client: JobClient, submission_id: str, targets: frozenset[str], dea
         remaining = deadline - time.monotonic()
         if info.status in targets or info.status in TERMINAL or remaining <= 0:
             return info
-        sleep(min(delay, remaining))
+        time.sleep(min(delay, remaining))
         delay = min(delay * 1.5, POLL_MAX_S)
 
 
@@ -416,7 +434,7 @@ def raise_if_failed(client: JobClient, args: RayJobArgs, submission_id: str, inf
         return
     tail = log_tail(client.logs(submission_id), args.log_tail_lines)
     raise JobFailed(
-        f"Ray job '{args.job_name}' (submission id {submission_id}) ended {info.status}: "
+        f"Ray job '{args.job_name}' (submission id {submission_id}) ended {status_of(info)}: "
         f"{status_head(info.message) or 'no message'}\n"
         f"--- last {args.log_tail_lines} log lines ---\n{tail or '(no logs)'}\n---\n"
         f"Job page: {job_url(client.url, submission_id)}. {retry_hint}")
@@ -433,15 +451,14 @@ def wait_for_job(client: JobClient, args: RayJobArgs, submission_id: str, deadli
     goal = "start running" if args.wait == "running" else "finish"
     raise JobTimeout(
         f"Ray job '{args.job_name}' (submission id {submission_id}) did not {goal} within "
-        f"{args.timeout_seconds}s (waited {time.monotonic() - started:.0f}s; last status {info.status}: "
+        f"{args.timeout_seconds}s (waited {time.monotonic() - started:.0f}s; last status {status_of(info)}: "
         f"{status_head(info.message) or 'no message'}). The job keeps running on the cluster: the next "
         f"`pulumi up` adopts it and waits again. To stop it: `make jobs ARGS='stop {submission_id}'` "
         f"(or `ray job stop {submission_id} --address {client.url}`). "
         f"Job page: {job_url(client.url, submission_id)}")
 
 
-def wait_for_serve_app(client: JobClient, args: RayJobArgs, deadline: float, started: float,
-                       sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+def wait_for_serve_app(client: JobClient, args: RayJobArgs, deadline: float, started: float) -> dict[str, Any]:
     """Wait until the job's Serve application is RUNNING; returns its details."""
     app_name = cast(str, args.serve_app_name)
     delay = POLL_FIRST_S
@@ -461,7 +478,7 @@ def wait_for_serve_app(client: JobClient, args: RayJobArgs, deadline: float, sta
             raise JobTimeout(f"Serve application '{app_name}' of Ray job '{args.job_name}' is not RUNNING "
                              f"after {time.monotonic() - started:.0f}s ({state}). "
                              "See `make jobs ARGS=serve`.")
-        sleep(min(delay, remaining))
+        time.sleep(min(delay, remaining))
         delay = min(delay * 1.5, POLL_MAX_S)
 
 
@@ -469,13 +486,13 @@ def stop_job(client: JobClient, submission_id: str, wait_s: float = STOP_WAIT_S)
     """Stop a job that is not terminal and wait for it to end; returns the final status (None: gone)."""
     info = client.info(submission_id)
     if info is None or info.status in TERMINAL:
-        return None if info is None else str(info.status.value)
+        return None if info is None else status_of(info)
     client.sdk.stop_job(submission_id)
     info = poll_job(client, submission_id, TERMINAL, time.monotonic() + wait_s)
     if info.status not in TERMINAL:
-        raise RayJobError(f"Ray job {submission_id} is still {info.status} {wait_s:g}s after it was "
-                          "asked to stop; retry the delete, or stop it with `ray job stop`.")
-    return str(info.status.value)
+        raise RayJobError(f"Ray job {submission_id} is still {status_of(info)} {wait_s:g}s after it was "
+                          "asked to stop; try again, or stop it with `ray job stop`.")
+    return status_of(info)
 
 
 def remove_serve_app(client: JobClient, app_name: str, python: str, wait_s: float = SERVE_REMOVE_WAIT_S) -> None:
@@ -512,7 +529,7 @@ def _run_serve_delete_job(client: JobClient, app_name: str, python: str, deadlin
     info = poll_job(client, submission_id, TERMINAL, deadline)
     if info.status != "SUCCEEDED":
         raise RayJobError(f"Removing Serve application '{app_name}' (helper job {submission_id}) ended "
-                          f"{info.status}: {status_head(info.message)}\n"
+                          f"{status_of(info)}: {status_head(info.message)}\n"
                           f"{log_tail(client.logs(submission_id), 20)}")
 
 
@@ -521,7 +538,7 @@ def job_outputs(args: RayJobArgs, submission_id: str, info: JobDetails | None, l
     dashboard_url = cast(str, args.dashboard_url)
     return {
         "submission_id": submission_id,
-        "status": str(info.status.value) if info is not None else None,
+        "status": status_of(info) if info is not None else None,
         "message": status_head(info.message) if info is not None else None,
         "dashboard_url": dashboard_url,
         "job_url": job_url(dashboard_url, submission_id),
@@ -553,12 +570,21 @@ def _settle(client: JobClient, args: RayJobArgs, submission_id: str, deadline: f
             started: float, retry_hint: str) -> dict[str, Any]:
     info = client.info(submission_id) if args.wait == "none" else wait_for_job(
         client, args, submission_id, deadline, started, retry_hint)
-    route_prefix = args.serve_route_prefix
     if args.kind == "serve" and args.wait == "succeeded":
         app = wait_for_serve_app(client, args, deadline, started)
-        route_prefix = route_prefix or app.get("route_prefix")
+        route_prefix = args.serve_route_prefix or app.get("route_prefix")
+    else:
+        route_prefix = live_route_prefix(client, args)
     logs = client.logs(submission_id) if info is not None and info.status in TERMINAL else ""
     return job_outputs(args, submission_id, info, logs, route_prefix)
+
+
+def live_route_prefix(client: JobClient, args: RayJobArgs) -> str | None:
+    """The route the job's Serve app is mounted on: as configured, else as deployed."""
+    if args.kind != "serve" or args.serve_route_prefix:
+        return args.serve_route_prefix
+    app = (client.serve_details().get("applications") or {}).get(args.serve_app_name or "")
+    return app.get("route_prefix") if app else None
 
 
 def refresh_job(args: RayJobArgs, submission_id: str, last: Mapping[str, Any], apply_wait: bool) -> dict[str, Any]:
@@ -572,14 +598,7 @@ def refresh_job(args: RayJobArgs, submission_id: str, last: Mapping[str, Any], a
         hint = "To run it again: `pulumi up --replace <this resource's URN>`."
         return _settle(client, args, submission_id, started + args.timeout_seconds, started, hint)
     logs = client.logs(submission_id) if info.status in TERMINAL else ""
-    return job_outputs(args, submission_id, info, logs, args.serve_route_prefix or _route_of(last))
-
-
-def _route_of(last: Mapping[str, Any]) -> str | None:
-    endpoint, base = last.get("endpoint"), last.get("serve_endpoint_base")
-    if isinstance(endpoint, str) and isinstance(base, str) and endpoint.startswith(base.rstrip("/")):
-        return endpoint[len(base.rstrip("/")):] or "/"
-    return None
+    return job_outputs(args, submission_id, info, logs, live_route_prefix(client, args))
 
 
 def delete_job(args: RayJobArgs, submission_id: str) -> None:
@@ -593,8 +612,6 @@ def delete_job(args: RayJobArgs, submission_id: str) -> None:
 # --- Pulumi property plumbing -----------------------------------------------------
 
 def _plain(value: Any) -> Any:
-    from pulumi.runtime import rpc
-
     return rpc.unwrap_rpc_secret(value)
 
 
@@ -628,7 +645,7 @@ def check_failures(news: Mapping[str, Any]) -> list[tuple[str, str]]:
         failures.append((prop, reason))
 
     job_name = known.get("job_name")
-    if "job_name" in known and not (isinstance(job_name, str) and JOB_NAME_RE.match(job_name)):
+    if "job_name" in known and not (isinstance(job_name, str) and NAME_RE.match(job_name)):
         bad("job_name", f"{job_name!r} must be 1-63 letters, digits, '.', '_' or '-', starting with a "
                         "letter or digit (it prefixes the Ray submission id)")
     if "kind" in known and known["kind"] not in KINDS:
@@ -658,7 +675,7 @@ def check_failures(news: Mapping[str, Any]) -> list[tuple[str, str]]:
     app_name = known.get("serve_app_name")
     if known.get("kind") == "serve" and app_name is None and not _is_unknown(news.get("serve_app_name")):
         bad("serve_app_name", "is required for kind 'serve' (delete removes the app by name)")
-    if app_name is not None and not (isinstance(app_name, str) and SERVE_APP_NAME_RE.match(app_name)):
+    if app_name is not None and not (isinstance(app_name, str) and NAME_RE.match(app_name)):
         bad("serve_app_name", f"{app_name!r} must be 1-63 letters, digits, '.', '_' or '-'")
     prefix = known.get("serve_route_prefix")
     if prefix is not None and not (isinstance(prefix, str) and prefix.startswith("/")):
@@ -703,6 +720,8 @@ def token_safe_errors(token: str | None) -> Iterator[None]:
             raise type(exc)(redact(str(exc), token)) from None
         raise
     except Exception as exc:
+        if not token:
+            raise
         raise RayJobError(redact(f"{type(exc).__name__}: {exc}", token)) from None
 
 

@@ -78,7 +78,8 @@ def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
     ).apply(lambda outputs: check_platform(cfg.platform_stack, outputs))
     provider = k8s.Provider(
         f"{team_name}-k8s",
-        kubeconfig=platform.require_output("kubeconfig"),
+        # Through the contract check: no Kubernetes object is touched on a mismatched platform.
+        kubeconfig=pulumi.Output.all(contract, platform.require_output("kubeconfig")).apply(lambda v: v[1]),
         context=platform.get_output("kubeContext"),
         # A team owns only its namespace; the provider must never pick a default one.
         namespace=cfg.team.namespace,
@@ -91,10 +92,10 @@ def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
         c.name: RayCluster(
             f"{team_name}-{c.name}",
             RayClusterArgs(config=c, namespace=cfg.team.namespace, team=team_name,
-                           redis_password=cfg.redis_password, auth_token=cfg.dashboard_token),
-            # Pods created before the quota and limit defaults exist would escape both.
-            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(
-                depends_on=[team.namespace, team.quota, team.limit_range])),
+                           redis_password=cfg.redis_password, auth_token=cfg.dashboard_token,
+                           # Pods created before the quota and limit defaults exist would escape both.
+                           prerequisites=(team.namespace, team.quota, team.limit_range)),
+            opts=k8s_opts,
         )
         for c in cfg.ray_clusters
     }

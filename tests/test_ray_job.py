@@ -40,6 +40,7 @@ from components.ray_job import (
     diff_props,
     log_tail,
     parse_result,
+    remove_serve_app,
     submission_id_for,
     wait_for_dashboard,
 )
@@ -80,6 +81,16 @@ SCRIPTS = {
         port, name, prefix = int(sys.argv[1]), sys.argv[2], sys.argv[3]
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(Echo.bind(), name=name, route_prefix=prefix)
+    """,
+    "decl_app.py": """
+        from ray import serve
+
+        @serve.deployment(ray_actor_options={"num_cpus": 0})
+        class Hello:
+            def __call__(self, request) -> str:
+                return "hello"
+
+        app = Hello.bind()
     """,
 }
 
@@ -396,6 +407,18 @@ def _serve_apps(head: LocalRay) -> dict[str, Any]:
     return requests.get(f"{head.dashboard_url}/api/serve/applications/", timeout=30).json()["applications"]
 
 
+def _deploy_declarative(head: LocalRay, name: str, working_dir_uri: str, port: int) -> None:
+    """Deploy an app the way `serve deploy` does, reusing code a job already uploaded."""
+    config = {"applications": [{"name": name, "route_prefix": f"/{name}", "import_path": "decl_app:app",
+                                "runtime_env": {"working_dir": working_dir_uri}}],
+              "http_options": {"host": "127.0.0.1", "port": port}}
+    requests.put(f"{head.dashboard_url}/api/serve/applications/", json=config, timeout=30).raise_for_status()
+    deadline = time.monotonic() + 60
+    while _serve_apps(head).get(name, {}).get("status") != "RUNNING":
+        assert time.monotonic() < deadline, _serve_apps(head).get(name)
+        time.sleep(0.5)
+
+
 @pytest.fixture
 def serve_port(ray_head: LocalRay) -> Iterator[int]:
     yield free_port()
@@ -403,7 +426,8 @@ def serve_port(ray_head: LocalRay) -> Iterator[int]:
     requests.delete(f"{ray_head.dashboard_url}/api/serve/applications/", timeout=60)
 
 
-def test_delete_of_a_serve_job_removes_only_its_app(ray_head: LocalRay, job_dir: Path, serve_port: int) -> None:
+def test_serve_apps_are_removed_one_at_a_time(ray_head: LocalRay, job_dir: Path, serve_port: int) -> None:
+    """Imperative app among others: helper job; declarative app: PUT without it; last app: DELETE."""
     base = f"http://127.0.0.1:{serve_port}"
 
     def serve_args(app: str) -> RayJobArgs:
@@ -415,9 +439,14 @@ def test_delete_of_a_serve_job_removes_only_its_app(ray_head: LocalRay, job_dir:
     alpha = created["alpha"].outs or {}
     assert alpha["endpoint"] == f"{base}/alpha" and alpha["status"] == "SUCCEEDED"
     assert requests.get(alpha["endpoint"], timeout=10).text == "ok"
-    assert set(_serve_apps(ray_head)) == {"alpha", "beta"}
+    client = JobClient(ray_head.dashboard_url)
+    uploaded = (client.info(created["alpha"].id).runtime_env or {})["working_dir"]
+    _deploy_declarative(ray_head, "gamma", uploaded, serve_port)
+    assert set(_serve_apps(ray_head)) == {"alpha", "beta", "gamma"}
 
     provider.delete(created["alpha"].id, alpha)
+    assert set(_serve_apps(ray_head)) == {"beta", "gamma"}
+    remove_serve_app(client, "gamma", PY)
     assert set(_serve_apps(ray_head)) == {"beta"}
     assert requests.get(f"{base}/beta", timeout=10).text == "ok"
 

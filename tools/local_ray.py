@@ -68,7 +68,8 @@ def start_head(temp_dir: Path, num_cpus: int = 2, log_path: Path | None = None,
     host is, so every port is chosen free per run.
     """
     temp_dir.mkdir(parents=True, exist_ok=True)
-    gcs_port, dash_port, client_port, metrics_port = (free_port() for _ in range(4))
+    gcs_port, dash_port, client_port, metrics_port, agent_http, agent_grpc, runtime_env_agent, node_manager, \
+        object_manager = (free_port() for _ in range(9))
     ray_bin = Path(sys.executable).parent / "ray"
     cmd = [
         str(ray_bin), "start", "--head", "--block",
@@ -78,6 +79,13 @@ def start_head(temp_dir: Path, num_cpus: int = 2, log_path: Path | None = None,
         f"--dashboard-port={dash_port}",
         f"--ray-client-server-port={client_port}",
         f"--metrics-export-port={metrics_port}",
+        # The dashboard agent defaults to port 52365: a second head on the machine would
+        # then refuse every job with "No available agent to submit job".
+        f"--dashboard-agent-listen-port={agent_http}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env_agent}",
+        f"--node-manager-port={node_manager}",
+        f"--object-manager-port={object_manager}",
         f"--num-cpus={num_cpus}",
         "--num-gpus=0",
         f"--temp-dir={temp_dir}",
@@ -85,7 +93,10 @@ def start_head(temp_dir: Path, num_cpus: int = 2, log_path: Path | None = None,
         "--include-dashboard=true",
     ]
     log = open(log_path or temp_dir / "ray-start.log", "w")  # noqa: SIM115 - handed to the child
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Job entrypoints say `python ...`, as they do in the cluster image: put this
+    # environment's interpreter first so local jobs find ray, torch and the jobs package.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{ray_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, env=env)
     head = LocalRay(pid=proc.pid, gcs_address=f"127.0.0.1:{gcs_port}",

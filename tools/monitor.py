@@ -28,13 +28,13 @@ from components.ray_job import (
     METADATA_KIND,
     TERMINAL,
     JobClient,
-    RayJobError,
     iso_time,
     log_tail,
     parse_result,
     poll_job,
     redact,
     status_head,
+    status_of,
     stop_job,
     wait_for_dashboard,
 )
@@ -53,6 +53,7 @@ EXIT_UNHEALTHY = 1
 EXIT_ERROR = 2
 EXIT_TIMEOUT = 3
 
+CONNECT_TIMEOUT_S = 5.0
 ENTRYPOINT_WIDTH = 60
 FAILURE_TAIL_LINES = 20
 
@@ -123,7 +124,7 @@ def format_jobs(jobs: Sequence[JobDetails], now_ms: int) -> str:
         return "no jobs"
     # Jobs that never started (PENDING) sort last, in submission order.
     ordered = sorted(jobs, key=lambda j: (j.start_time is None, j.start_time or 0))
-    rows = [[job_id(j), job_kind(j), str(j.status.value), iso_time(j.start_time) or "-",
+    rows = [[job_id(j), job_kind(j), status_of(j), iso_time(j.start_time) or "-",
              format_duration(job_duration(j, now_ms)), truncate(j.entrypoint, ENTRYPOINT_WIDTH)]
             for j in ordered]
     return format_table(["ID", "KIND", "STATUS", "START", "DURATION", "ENTRYPOINT"], rows)
@@ -133,7 +134,7 @@ def format_status(job: JobDetails, result: Mapping[str, Any], now_ms: int) -> st
     fields = [
         ("id", job_id(job)),
         ("kind", job_kind(job)),
-        ("status", str(job.status.value)),
+        ("status", status_of(job)),
         ("message", status_head(job.message) or "-"),
         ("start", iso_time(job.start_time) or "-"),
         ("end", iso_time(job.end_time) or "-"),
@@ -214,9 +215,9 @@ def cmd_logs(client: JobClient, ns: argparse.Namespace) -> int:
 def cmd_stop(client: JobClient, ns: argparse.Namespace) -> int:
     info = _require(client, ns.id)
     if info.status in TERMINAL:
-        print(f"{ns.id}: already {info.status.value}")
+        print(f"{ns.id}: already {status_of(info)}")
         return EXIT_OK
-    print(f"{ns.id}: {stop_job(client, ns.id, ns.wait)}")
+    print(f"{ns.id}: {stop_job(client, ns.id, ns.wait) or 'gone'}")
     return EXIT_OK
 
 
@@ -226,9 +227,9 @@ def cmd_wait(client: JobClient, ns: argparse.Namespace) -> int:
     deadline = math.inf if ns.timeout is None else started + ns.timeout
     info = poll_job(client, ns.id, TERMINAL, deadline)
     if info.status not in TERMINAL:
-        print(f"{ns.id}: still {info.status.value} after {time.monotonic() - started:.0f}s", file=sys.stderr)
+        print(f"{ns.id}: still {status_of(info)} after {time.monotonic() - started:.0f}s", file=sys.stderr)
         return EXIT_TIMEOUT
-    print(f"{ns.id}: {info.status.value}")
+    print(f"{ns.id}: {status_of(info)}")
     if info.status == "SUCCEEDED":
         return EXIT_OK
     tail = log_tail(client.logs(ns.id), FAILURE_TAIL_LINES)
@@ -250,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--token", default=argparse.SUPPRESS,
                         help=f"bearer token for the dashboard (default: ${ENV_TOKEN})")
     common.add_argument("--connect-timeout", type=float, default=argparse.SUPPRESS,
-                        help="seconds to wait for the dashboard to answer (default: 5)")
+                        help=f"seconds to wait for the dashboard to answer (default: {CONNECT_TIMEOUT_S:g})")
     parser = argparse.ArgumentParser(prog="python -m tools.monitor", parents=[common],
                                      description="List, inspect, follow and stop Ray jobs; check Serve apps.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -280,9 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     token: str | None = getattr(ns, "token", None) or os.environ.get(ENV_TOKEN)
     try:
         address = resolve_address(getattr(ns, "address", None), os.environ, LOCAL_STATE)
-        wait_for_dashboard(address, token, getattr(ns, "connect_timeout", 5.0))
+        wait_for_dashboard(address, token, getattr(ns, "connect_timeout", CONNECT_TIMEOUT_S))
         return int(ns.func(JobClient(address, token), ns))
-    except (UsageError, RayJobError, RuntimeError) as exc:
+    except (UsageError, RuntimeError, OSError) as exc:
+        # The SDK reports HTTP errors as RuntimeError, lost connections as OSError.
         print(f"error: {redact(str(exc), token)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -1,0 +1,220 @@
+"""Team stack config: defaults, checks against the platform stack, and table-driven bad config
+naming the exact key path."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.config import (
+    ConfigError, PlatformConfig, RayClusterConfig, TeamStackConfig, max_demand, parse, platform_lookup_from_dir,
+)
+
+STACKS = Path(__file__).resolve().parents[1] / "stacks"
+REPO_PLATFORMS = platform_lookup_from_dir(STACKS)
+
+
+def platform(name: str, **changes: Any) -> PlatformConfig:
+    raw: dict[str, Any] = {"layer": "platform", "environment": "dev",
+                           "cluster": {"provider": "eks", "name": f"ray-{name}"}, **changes}
+    cfg = parse(raw, name, "us-west-2")
+    assert isinstance(cfg, PlatformConfig)
+    return cfg
+
+
+# Platforms beyond the shipped ones: an EKS cluster with no GPU pool, and one whose
+# operator watches a fixed list of namespaces.
+EXTRA_PLATFORMS = {
+    "cpu-only": platform("cpu-only"),
+    "watched": platform("watched", kuberay={"watchNamespaces": ["team-nlp"]}),
+}
+
+
+def lookup(name: str) -> PlatformConfig | None:
+    return EXTRA_PLATFORMS.get(name) or REPO_PLATFORMS(name)
+
+
+GOOD: dict[str, Any] = {
+    "layer": "team",
+    "environment": "prod",
+    "platformStack": "my-org/ray-platform/prod",
+    "team": {"name": "vision", "groups": ["vision-ml"], "quota": {"cpu": "64", "memory": "256Gi", "gpus": 4}},
+    "rayClusters": [{
+        "name": "train",
+        "workerGroups": [
+            {"name": "cpu", "cpu": "4", "memory": "16Gi", "maxReplicas": 2},
+            {"name": "gpu", "cpu": "6", "memory": "24Gi", "gpus": 1, "maxReplicas": 4, "gpuPool": "g5-serving"},
+        ],
+    }],
+}
+
+DELETE = object()
+
+
+def with_change(path: str, value: Any, base: dict[str, Any] = GOOD) -> dict[str, Any]:
+    """`base` with one value set (or removed, for value=DELETE) at a dotted path like rayClusters.0.name."""
+    raw = copy.deepcopy(base)
+    *parents, last = path.split(".")
+    node: Any = raw
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    if value is DELETE:
+        del node[int(last) if isinstance(node, list) else last]
+    elif isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return raw
+
+
+def with_changes(*changes: tuple[str, Any]) -> dict[str, Any]:
+    raw = GOOD
+    for path, value in changes:
+        raw = with_change(path, value, raw)
+    return raw
+
+
+def gpu_group(**fields: Any) -> dict[str, Any]:
+    return {"name": "gpu", "cpu": "6", "memory": "24Gi", "gpus": 1, "maxReplicas": 1, **fields}
+
+
+def test_good_config_parses_with_defaults() -> None:
+    cfg = parse(GOOD, "vision-prod", None, lookup)
+    assert isinstance(cfg, TeamStackConfig)
+    assert cfg.team.namespace == "team-vision" and cfg.team.network_policy and cfg.team.quota.pods == 100
+    cluster = cfg.ray_clusters[0]
+    assert (cluster.head.cpu, cluster.head.memory, cluster.head.service_type) == ("2", "8Gi", "ClusterIP")
+    assert (cluster.idle_timeout_seconds, cluster.upscaling_mode) == (300, "Default")
+    assert cluster.gcs_fault_tolerance is None and not cluster.auth
+    assert cluster.worker_groups[0].gpu_pool is None and cluster.worker_groups[1].gpu_pool == "g5-serving"
+
+
+def test_max_demand_counts_heads_autoscalers_and_every_group_at_max_replicas() -> None:
+    cfg = parse(GOOD, "vision-prod", None, lookup)
+    assert isinstance(cfg, TeamStackConfig)
+    need = max_demand(cfg.ray_clusters)
+    assert need.gpus == 4 and need.pods == 1 + 2 + 4
+    assert need.cpu == pytest.approx(2 + 0.5 + 4 * 2 + 6 * 4)
+    assert need.memory == pytest.approx((8 + 16 * 2 + 24 * 4) * 2**30 + 512 * 2**20)
+    assert max_demand((RayClusterConfig(name="a"), RayClusterConfig(name="b"))).pods == 2
+
+
+BAD_CASES = [
+    # --- the team and its quota
+    ("team without quota", with_change("team.quota", DELETE), "ray-platform:team.quota",
+     "required but not set; fix: pulumi config set --path 'ray-platform:team.quota'"),
+    ("quota without gpus", with_change("team.quota.gpus", DELETE), "ray-platform:team.quota.gpus",
+     "pulumi config set --path 'ray-platform:team.quota.gpus'"),
+    ("no team at all", with_change("team", DELETE), "ray-platform:team", "pulumi config set 'ray-platform:team'"),
+    ("team without groups", with_change("team.groups", []), "ray-platform:team.groups", "at least one group"),
+    ("empty group name", with_change("team.groups", [" "]), "ray-platform:team.groups[0]", "must not be empty"),
+    ("bad team name", with_change("team.name", "Vision"), "ray-platform:team.name", "DNS-1035"),
+    ("quota smaller than one GPU worker", with_change("team.quota.gpus", 0),
+     "ray-platform:rayClusters[0].workerGroups[1].gpus", "one worker needs more GPUs than the team quota (0)"),
+    ("GPUs at max scale above quota", with_change("rayClusters.0.workerGroups.1.maxReplicas", 6),
+     "ray-platform:team.quota.gpus", "can scale to 6 GPUs, 2 more than the quota"),
+    ("CPUs at max scale above quota", with_change("team.quota.cpu", "30"), "ray-platform:team.quota.cpu",
+     "can request 34.5 CPUs at max scale, 4.5 more than the quota"),
+    ("memory at max scale above quota", with_change("team.quota.memory", "100Gi"),
+     "ray-platform:team.quota.memory", "more than the quota"),
+    ("pods at max scale above quota", with_change("team.quota.pods", 5), "ray-platform:team.quota.pods",
+     "can run 7 pods at max scale, 2 more than the quota"),
+    ("bad quota quantity", with_change("team.quota.memory", "lots"), "ray-platform:team.quota.memory",
+     "Kubernetes quantity"),
+    ("container above the limit range", with_change("rayClusters.0.workerGroups.0.cpu", "40"),
+     "ray-platform:rayClusters[0].workerGroups[0].cpu", "limitRange.maxCpu (32)"),
+    ("limit range default above its max", with_change("team.limitRange", {"defaultCpu": "8", "maxCpu": "4"}),
+     "ray-platform:team.limitRange.defaultCpu", "must be <= maxCpu (4)"),
+    # --- RayClusters and worker groups
+    ("min > max", with_change("rayClusters.0.workerGroups.0.minReplicas", 3),
+     "ray-platform:rayClusters[0].workerGroups[0].minReplicas", "minReplicas must be <= maxReplicas (2)"),
+    ("replicas outside min..max", with_change("rayClusters.0.workerGroups.0.replicas", 5),
+     "ray-platform:rayClusters[0].workerGroups[0].replicas", "must lie between minReplicas (0) and maxReplicas (2)"),
+    ("uppercase cluster name", with_change("rayClusters.0.name", "Train"), "ray-platform:rayClusters[0].name",
+     "RayCluster name must be a DNS-1035 label"),
+    ("cluster name over 53 characters", with_change("rayClusters.0.name", "a" * 54),
+     "ray-platform:rayClusters[0].name", "at most 53 characters"),
+    ("duplicate worker group names", with_change("rayClusters.0.workerGroups.1.name", "cpu"),
+     "ray-platform:rayClusters[0].workerGroups[1].name", "worker group names must be unique"),
+    ("duplicate cluster names", with_change("rayClusters", GOOD["rayClusters"] * 2),
+     "ray-platform:rayClusters[1].name", "RayCluster names must be unique"),
+    ("no clusters", with_change("rayClusters", []), "ray-platform:rayClusters", "at least one RayCluster"),
+    ("unknown key in a worker group", with_change("rayClusters.0.workerGroups.0.maxReplica", 3),
+     "ray-platform:rayClusters[0].workerGroups[0].maxReplica", "unknown key; known keys here:"),
+    ("unknown top-level key", with_change("gpuPools", []), "ray-platform:gpuPools", "not a team-layer key"),
+    ("public load balancer", with_change("rayClusters.0.head", {"serviceType": "LoadBalancer"}),
+     "ray-platform:rayClusters[0].head.serviceType", "allowed: ClusterIP, LoadBalancer-internal"),
+    ("shm as large as memory", with_change("rayClusters.0.workerGroups.0.shmSize", "16Gi"),
+     "ray-platform:rayClusters[0].workerGroups[0].shmSize", "must be smaller than the container's memory (16Gi)"),
+    ("CPU group on a GPU pool", with_change("rayClusters.0.workerGroups.0.gpuPool", "g5-serving"),
+     "ray-platform:rayClusters[0].workerGroups[0].gpuPool", "must not target a GPU pool"),
+    ("unknown upscaling mode", with_change("rayClusters.0.autoscaler", {"upscalingMode": "Fast"}),
+     "ray-platform:rayClusters[0].autoscaler.upscalingMode", "allowed: Default, Aggressive, Conservative"),
+    ("idle timeout too short", with_change("rayClusters.0.autoscaler", {"idleTimeoutSeconds": 5}),
+     "ray-platform:rayClusters[0].autoscaler.idleTimeoutSeconds", "must be >= 30"),
+    # --- GCS fault tolerance and auth secrets
+    ("redis without password", with_change("rayClusters.0.gcsFaultTolerance",
+                                           {"backend": "redis", "redisAddress": "redis:6379"}),
+     "ray-platform:redisPassword", "required but not set; fix: pulumi config set 'ray-platform:redisPassword' "
+                                  "--secret <password>"),
+    ("redis without address", with_changes(("rayClusters.0.gcsFaultTolerance", {"backend": "redis"}),
+                                           ("redisPassword", "[secret]")),
+     "ray-platform:rayClusters[0].gcsFaultTolerance.redisAddress", "required but not set"),
+    ("storage size for redis", with_changes(("rayClusters.0.gcsFaultTolerance", {
+        "backend": "redis", "redisAddress": "redis:6379", "storageSize": "5Gi"}), ("redisPassword", "[secret]")),
+     "ray-platform:rayClusters[0].gcsFaultTolerance.storageSize", "only used with backend: rocksdb"),
+    ("unknown GCS backend", with_change("rayClusters.0.gcsFaultTolerance", {"backend": "etcd"}),
+     "ray-platform:rayClusters[0].gcsFaultTolerance.backend", "allowed: redis, rocksdb"),
+    ("rocksdb on EKS without a CSI driver", with_change("rayClusters.0.gcsFaultTolerance", {"backend": "rocksdb"}),
+     "ray-platform:rayClusters[0].gcsFaultTolerance.backend", "installs no CSI driver"),
+    ("auth without token", with_change("rayClusters.0.auth", True), "ray-platform:rayClusters[0].auth",
+     "token auth needs the secret ray-platform:dashboardToken"),
+    # --- against the referenced platform stack
+    ("GPU group on a CPU-only platform", with_change("platformStack", "my-org/ray-platform/cpu-only"),
+     "ray-platform:rayClusters[0].workerGroups[1].gpus", "platform stack 'cpu-only' has no GPU pools (CPU-only)"),
+    ("gpuPool not in platform", with_change("rayClusters.0.workerGroups.1.gpuPool", "a100"),
+     "ray-platform:rayClusters[0].workerGroups[1].gpuPool", "has GPU pools: g5-serving, g6e-spot, p5-training"),
+    ("more GPUs per worker than the pool's nodes", with_change("rayClusters.0.workerGroups.1.gpus", 2),
+     "ray-platform:rayClusters[0].workerGroups[1].gpus", "GPU pool 'g5-serving' has 1 GPU(s) per node"),
+    ("more workers than the pool can hold", with_changes(("rayClusters.0.workerGroups.1", gpu_group(
+        gpuPool="p5-training", gpus=8, cpu="8", memory="24Gi", maxReplicas=3)), ("team.quota.gpus", 24)),
+     "ray-platform:rayClusters[0].workerGroups[1].maxReplicas",
+     "GPU pool 'p5-training' of platform stack 'prod' can hold at most 2 worker(s) of 8 GPU(s)"),
+    ("no node has that many GPUs", with_changes(
+        ("platformStack", "my-org/ray-platform/dev"), ("team.quota.gpus", 8),
+        ("rayClusters.0.workerGroups.1", gpu_group(gpus=4)), ("environment", "dev")),
+     "ray-platform:rayClusters[0].workerGroups[1].gpus", "no GPU node of platform stack 'dev' has that many"),
+    ("namespace the operator does not watch", with_changes(
+        ("platformStack", "my-org/ray-platform/watched"), ("rayClusters.0.workerGroups", [])),
+     "ray-platform:team.name", "namespace 'team-vision' is not watched by the KubeRay operator"),
+    ("bad platform stack reference", with_change("platformStack", "my org/prod"), "ray-platform:platformStack",
+     "expected a stack reference"),
+]
+
+
+@pytest.mark.parametrize(("raw", "path", "allowed"), [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
+def test_bad_config_names_the_key_path(raw: dict[str, Any], path: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(raw, "vision-prod", None, lookup)
+    lines = [p for p in err.value.problems if p.startswith(f"{path}:")]
+    assert lines, f"no problem reported at {path}; got: {err.value.problems}"
+    assert any(allowed in line for line in lines), lines
+
+
+def test_every_problem_is_reported_at_once_and_shared_secrets_only_once() -> None:
+    ft = {"backend": "redis", "redisAddress": "redis:6379"}
+    raw = with_changes(("rayClusters", [{**GOOD["rayClusters"][0], "gcsFaultTolerance": ft},
+                                        {"name": "serve", "gcsFaultTolerance": ft}]),
+                       ("team.name", "Vision"), ("rayClusters.0.name", "Train"))
+    with pytest.raises(ConfigError) as err:
+        parse(raw, "vision-prod", None, lookup)
+    assert len(err.value.problems) == 3, err.value.problems
+    assert sum(p.startswith("ray-platform:redisPassword:") for p in err.value.problems) == 1
+    assert str(err.value).startswith("stack 'vision-prod' has 3 config problem(s):")
+
+
+def test_without_the_platform_stack_file_only_the_team_checks_run() -> None:
+    cfg = parse(with_change("platformStack", "other-org/ray-platform/elsewhere"), "vision-prod", None, lookup)
+    assert isinstance(cfg, TeamStackConfig) and cfg.platform_stack == "other-org/ray-platform/elsewhere"
