@@ -7,10 +7,11 @@ STACK  ?=
 CONFIG ?=
 PYTEST_ARGS ?=
 
-.PHONY: help test render render-all policy local local-down jobs plan-diff bench clean
+.PHONY: help test render render-all policy local run local-down jobs plan-diff bench clean
 
 help:
 	@echo "make local        start an embedded Ray cluster and run the demo-local jobs end to end"
+	@echo "make run JOB=<name>  run one job of the demo-local stack on the local cluster"
 	@echo "make local-down   stop the local Ray cluster"
 	@echo "make test         run the whole test suite"
 	@echo "make render STACK=<name> [CONFIG=<path>]  render a stack offline into build/render/<stack>/"
@@ -45,6 +46,10 @@ plan-diff: $(STAMP)
 
 local: $(STAMP)
 	$(PY) -m tools.local up
+
+run: $(STAMP)
+	@test -n "$(JOB)" || { echo 'usage: make run JOB=<job name from stacks/Pulumi.demo-local.yaml>' >&2; exit 2; }
+	$(PY) -m tools.local run $(JOB)
 
 local-down: $(STAMP)
 	$(PY) -m tools.local down

@@ -12,6 +12,7 @@ import pulumi_kubernetes as k8s
 
 from components.config import TeamStackConfig
 from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, RAY_DASHBOARD_PORT, RAY_SERVE_PORT
+from components.post_deploy import declare_jobs
 from components.ray_cluster import RayCluster, RayClusterArgs
 from components.team import Team, TeamArgs
 from components.versions import KUBERAY_VERSION
@@ -58,14 +59,13 @@ def _service_urls(cfg: TeamStackConfig, name: str, cluster: RayCluster) -> dict[
     }
 
 
-def add_job_hooks(cfg: TeamStackConfig, clusters: dict[str, RayCluster],
-                  opts: pulumi.ResourceOptions) -> dict[str, Any]:
-    """Seam for the post-deploy Ray Job SDK hooks over `cfg.jobs`; returns their stack outputs.
-
-    Each hook gets the RayCluster it targets (`clusters[job.cluster]`, to depend on and to
-    find its dashboard) and `opts` (the team's Kubernetes provider). Not wired yet.
-    """
-    return {}
+def add_job_hooks(cfg: TeamStackConfig, clusters: dict[str, RayCluster]) -> dict[str, Any]:
+    """The post-deploy Ray Job SDK hooks over `cfg.jobs`, each after the RayCluster it runs on."""
+    jobs = declare_jobs(cfg, depends_on={name: [cluster] for name, cluster in clusters.items()})
+    if not jobs:
+        return {}
+    return {"jobs": {name: {"submissionId": job.submission_id, "status": job.status, "jobUrl": job.job_url,
+                            "endpoint": job.endpoint, "result": job.result} for name, job in jobs.items()}}
 
 
 def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
@@ -103,5 +103,5 @@ def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
         "platform": contract,
         "namespace": cfg.team.namespace,
         "rayClusters": [_service_urls(cfg, name, cluster) for name, cluster in clusters.items()],
-        **add_job_hooks(cfg, clusters, k8s_opts),
+        **add_job_hooks(cfg, clusters),
     }

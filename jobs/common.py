@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 RESULT_PREFIX = "ray-platform-result:"
+# Zero or more per job, before the result line; may carry a Ray actor prefix such as
+# "(TrainController pid=...)" because the controller, not the driver, prints them.
+PROGRESS_PREFIX = "ray-platform-progress:"
 CONFIG_ENV_VAR = "RAY_PLATFORM_JOB_CONFIG"
 JOB_NAMES = ("core", "train", "infer", "serve", "tune")
 JOBS_DIR = Path(__file__).resolve().parent
@@ -136,6 +139,26 @@ def emit_result(result: Mapping[str, Any]) -> dict[str, Any]:
     return payload
 
 
+def emit_progress(progress: Mapping[str, Any]) -> None:
+    print(f"{PROGRESS_PREFIX} {json.dumps(dict(progress), sort_keys=True)}", flush=True)
+
+
+def parse_progress(log_text: str) -> list[dict[str, Any]]:
+    """Every well-formed progress record in a job's logs, oldest first."""
+    records = []
+    for line in log_text.splitlines():
+        _, found, payload = line.partition(PROGRESS_PREFIX)
+        if not found:
+            continue
+        try:
+            value = json.loads(payload)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            records.append(value)
+    return records
+
+
 def parse_result(log_text: str) -> dict[str, Any] | None:
     """The last well-formed result line in a job's logs, or None when there is none."""
     for line in reversed(log_text.splitlines()):
@@ -151,15 +174,11 @@ def parse_result(log_text: str) -> dict[str, Any] | None:
     return None
 
 
-def entrypoint(job: str, config: Mapping[str, Any] | None = None, python: str = "python") -> str:
-    """The shell command the Job SDK runs for `job` with `config`.
-
-    `python` is the interpreter on the cluster's PATH (the Ray image's); a local head
-    started from an unactivated venv needs that venv's interpreter spelled out.
-    """
+def entrypoint(job: str, config: Mapping[str, Any] | None = None) -> str:
+    """The shell command the Job SDK runs for `job` with `config`."""
     if job not in JOB_NAMES:
         raise ValueError(f"unknown job {job!r}; known jobs: {list(JOB_NAMES)}")
-    return f"{shlex.quote(python)} -m jobs.{job} --config-json {shlex.quote(json.dumps(dict(config or {})))}"
+    return f"python -m jobs.{job} --config-json {shlex.quote(json.dumps(dict(config or {})))}"
 
 
 def runtime_env() -> dict[str, Any]:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import ray.data
 import torch
+from ray.data import SaveMode
 
 from jobs.common import (DEFAULT_MODEL_NAME, DEFAULT_STORAGE_PATH, emit_result, join_uri, load_config,
                          normalize_storage_path, require, run_cli, submission_id)
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         num_cpus=cfg.cpus_per_actor,
         num_gpus=1 if cfg.use_gpu else 0,
     ).materialize()  # scored once, then both written and aggregated
-    predictions.write_parquet(output_path)
+    # One run's predictions per output path: a re-run replaces, never appends.
+    predictions.write_parquet(output_path, mode=SaveMode.OVERWRITE)
     rows = predictions.count()
     correct = predictions.sum("correct")
     return emit_result({

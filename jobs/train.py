@@ -31,8 +31,8 @@ import ray.train
 import ray.train.torch
 import torch
 
-from jobs.common import (DEFAULT_MODEL_NAME, DEFAULT_STORAGE_PATH, config_from_dict, emit_result, join_uri,
-                         load_config, normalize_storage_path, require, run_cli, submission_id)
+from jobs.common import (DEFAULT_MODEL_NAME, DEFAULT_STORAGE_PATH, config_from_dict, emit_progress, emit_result,
+                         join_uri, load_config, normalize_storage_path, require, run_cli, submission_id)
 from jobs.data import load_split
 from jobs.model import (ACCURACY_BAR, DigitsMLP, evaluate, filesystem_uri, restore_training_state, save_checkpoint,
                         train_epoch, write_pointer)
@@ -47,9 +47,10 @@ class TrainConfig:
     cpus_per_worker: float = 1.0
     use_gpu: bool = False
     epochs: int = 5
-    batch_size: int = 64
+    # Per worker; with DDP the effective batch is batch_size * num_workers.
+    batch_size: int = 32
     lr: float = 0.01
-    hidden_size: int = 64
+    hidden_size: int = 128
     seed: int = 0
     max_failures: int = 2
     keep_checkpoints: int = 2
@@ -112,6 +113,18 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics)
 
 
+class ProgressLogger(ray.train.UserCallback):
+    """One progress line per epoch in the job logs, printed by the Train controller.
+
+    Ray calls this after it has registered the epoch's checkpoint, so a line with a
+    checkpoint means a worker failure from then on resumes from at least that epoch.
+    """
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
+                     checkpoint: ray.train.Checkpoint | None) -> None:
+        emit_progress({**metrics[0], "checkpoint": checkpoint.path if checkpoint else None})
+
+
 def run_name_for(cfg: TrainConfig) -> str:
     return cfg.run_name or f"{cfg.model_name}-{submission_id()}"
 
@@ -131,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             name=run_name,
             storage_path=join_uri(storage_path, cfg.model_name, "runs"),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            callbacks=[ProgressLogger()],
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=cfg.keep_checkpoints,
                 checkpoint_score_attribute="accuracy",
