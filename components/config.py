@@ -14,7 +14,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,20 @@ CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager",
 NAT_MODES = ("single", "perAz")
 JOB_KINDS = ("train", "infer", "serve", "tune", "core")
 JOB_WAITS = ("none", "running", "succeeded")
-SUBMISSIONS = ("sdk",)
+SUBMISSIONS = ("sdk", "kuberay")
+DASHBOARD_ACCESS = ("tunnel", "url")
 SERVICE_TYPES = ("ClusterIP", "LoadBalancer-internal")
+# NewClusterWithIncrementalUpgrade needs the Gateway API, which the platform does not install.
+UPGRADE_STRATEGIES = ("NewCluster", "None")
+# Archives Ray's runtime_env downloads on the cluster itself; file:// would name a path on the node.
+CODE_URI = re.compile(r"^(s3|gs|https)://\S+\.zip$")
+# KubeRay appends 6 characters to a RayJob's or RayService's name for the RayCluster it
+# creates, and refuses longer names (MaxRayJobNameLength, MaxRayServiceNameLength).
+KUBERAY_CR_NAME_MAX = 47
+# The pod KubeRay starts per RayJob to run `ray job submit` and follow its logs: it only
+# talks HTTP, and counts against the team quota like any pod.
+SUBMITTER_CPU = "500m"
+SUBMITTER_MEMORY = "1Gi"
 GCS_FT_BACKENDS = ("redis", "rocksdb")
 UPSCALING_MODES = ("Default", "Aggressive", "Conservative")
 # KubeRay names Services after the RayCluster, so the CR name is a DNS-1035 label
@@ -224,6 +236,36 @@ class JobResources:
 
 
 @dataclass(frozen=True)
+class KubeRayJob:
+    """`submission: kuberay` for a batch job (train, infer, tune, core): a KubeRay RayJob."""
+
+    # A .zip whose single top-level directory holds the jobs/ package; the runtime env's working_dir.
+    code_uri: str
+    # False: the job runs on the stack's long-lived RayCluster `cluster` (clusterSelector).
+    # True: on a cluster of its own shaped like `cluster`, deleted when the job ends.
+    ephemeral: bool = False
+    # Ephemeral only: the worker groups of `cluster` the job's cluster keeps, each capped at
+    # this many workers; empty keeps every group as configured.
+    worker_groups: Mapping[str, int] = field(default_factory=dict)
+    ttl_seconds_after_finished: int = 600
+    active_deadline_seconds: int | None = None
+    backoff_limit: int = 0
+
+
+@dataclass(frozen=True)
+class KubeRayService:
+    """`submission: kuberay` for a serve job: a KubeRay RayService that owns the cluster `cluster`."""
+
+    code_uri: str
+    upgrade_strategy: str = "NewCluster"
+    service_type: str = "ClusterIP"
+    initializing_timeout_seconds: int | None = None
+    health_check_period_seconds: float | None = None
+    health_check_timeout_seconds: float | None = None
+    cluster_deletion_delay_seconds: int | None = None
+
+
+@dataclass(frozen=True)
 class JobConfig:
     name: str
     kind: str
@@ -235,15 +277,19 @@ class JobConfig:
     timeout_seconds: int = 1800
     depends_on: tuple[str, ...] = ()
     submission: str = "sdk"
+    kuberay: KubeRayJob | KubeRayService | None = None
 
 
 @dataclass(frozen=True)
 class DashboardConfig:
-    """How the post-deploy hook reaches each RayCluster's dashboard."""
+    """How `pulumi up` reaches each RayCluster's dashboard for the SDK-path jobs."""
 
-    # Template with {cluster} and {namespace}, e.g. an internal ingress host per cluster.
-    url: str
-    serve_url: str
+    # tunnel: port-forward to the head pod through the Kubernetes API, which `pulumi up` reaches
+    # anyway; url: the `url` template, for a dashboard reachable from where `pulumi up` runs.
+    access: str = "tunnel"
+    # Templates with {cluster} and {namespace}. In tunnel mode `url` is only reported (job links).
+    url: str = "http://{cluster}-head-svc.{namespace}.svc:8265"
+    serve_url: str = "http://{cluster}-serve-svc.{namespace}.svc:8000"
 
 
 @dataclass(frozen=True)
@@ -254,7 +300,7 @@ class TeamStackConfig:
     team: TeamConfig
     ray_clusters: tuple[RayClusterConfig, ...]
     jobs: tuple[JobConfig, ...]
-    dashboard: DashboardConfig | None
+    dashboard: DashboardConfig
     # Secrets (Pulumi secrets in the stack file); None when not configured.
     redis_password: str | None = None
     dashboard_token: str | None = None
@@ -774,7 +820,72 @@ def _parse_ray_cluster(p: _Problems, node: _Node) -> RayClusterConfig:
     return cfg
 
 
-def _parse_job(p: _Problems, node: _Node, clusters: set[str]) -> JobConfig:
+def _check_code_uri(p: _Problems, path: str, value: str | None) -> None:
+    if value is not None and not CODE_URI.match(value):
+        p.bad(path, value, "expected a remote .zip (s3://, gs:// or https://) whose single top-level directory "
+                           "holds the jobs/ package; the kuberay path never ships a local path")
+
+
+def _worker_group_caps(p: _Problems, node: _Node, cluster: RayClusterConfig | None) -> dict[str, int]:
+    caps: dict[str, int] = {}
+    known = sorted(g.name for g in cluster.worker_groups) if cluster is not None else None
+    for group, cap in node.any_map("workerGroups").items():
+        path = f"{node.key('workerGroups')}.{group}"
+        if known is not None and group not in known:
+            p.bad(path, cap, f"no such worker group in the job's RayCluster; known: {', '.join(known) or 'none'}")
+        elif isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            p.bad(path, cap, "expected the most workers of this group the job's cluster may have (an integer >= 1)")
+        else:
+            caps[str(group)] = cap
+    return caps
+
+
+def _parse_kuberay(p: _Problems, node: _Node, kind: str | None,
+                   cluster: RayClusterConfig | None) -> KubeRayJob | KubeRayService | None:
+    kr = node.child("kuberay", required=True, example="'{\"codeUri\": \"s3://my-bucket/ray-platform/jobs-1.0.0.zip\"}'")
+    if kr is None:
+        return None
+    code_uri = kr.str("codeUri", _MISSING, "s3://my-bucket/ray-platform/jobs-1.0.0.zip")
+    _check_code_uri(p, kr.key("codeUri"), code_uri)
+    cfg: KubeRayJob | KubeRayService
+    if kind == "serve":
+        ds = KubeRayService(code_uri="")
+        cfg = KubeRayService(
+            code_uri=code_uri or "",
+            upgrade_strategy=kr.str("upgradeStrategy", ds.upgrade_strategy, choices=UPGRADE_STRATEGIES),
+            service_type=kr.str("serviceType", ds.service_type, choices=SERVICE_TYPES),
+            initializing_timeout_seconds=kr.int("initializingTimeoutSeconds", None, minimum=60),
+            health_check_period_seconds=kr.number("healthCheckPeriodSeconds", minimum=1),
+            health_check_timeout_seconds=kr.number("healthCheckTimeoutSeconds", minimum=1),
+            cluster_deletion_delay_seconds=kr.int("clusterDeletionDelaySeconds", None, minimum=0),
+        )
+        if cfg.cluster_deletion_delay_seconds is not None and cfg.upgrade_strategy != "NewCluster":
+            p.bad(kr.key("clusterDeletionDelaySeconds"), cfg.cluster_deletion_delay_seconds,
+                  "only with upgradeStrategy: NewCluster (how long the old cluster outlives the switch)")
+    else:
+        dj = KubeRayJob(code_uri="")
+        ephemeral = kr.bool("ephemeral", dj.ephemeral)
+        cfg = KubeRayJob(
+            code_uri=code_uri or "", ephemeral=ephemeral,
+            worker_groups=_worker_group_caps(p, kr, cluster),
+            ttl_seconds_after_finished=kr.int("ttlSecondsAfterFinished", dj.ttl_seconds_after_finished, minimum=0),
+            active_deadline_seconds=kr.int("activeDeadlineSeconds", None, minimum=1),
+            backoff_limit=kr.int("backoffLimit", dj.backoff_limit, minimum=0, maximum=10),
+        )
+        if not ephemeral:
+            for key in ("workerGroups", "ttlSecondsAfterFinished"):
+                if key in kr.data:
+                    p.bad(kr.key(key), kr.data[key],
+                          "only with ephemeral: true (a job on the long-lived cluster leaves that cluster as it is)")
+            if cfg.backoff_limit:
+                p.bad(kr.key("backoffLimit"), cfg.backoff_limit,
+                      "only with ephemeral: true: KubeRay retries a job on a new cluster, which a job on the "
+                      "long-lived cluster cannot have")
+    kr.done()
+    return cfg
+
+
+def _parse_job(p: _Problems, node: _Node, clusters: Mapping[str, RayClusterConfig]) -> JobConfig:
     name = node.str("name", _MISSING, "train-digits")
     _check_dns(p, node.key("name"), name, 40, "job name")
     cluster = node.str("cluster", _MISSING, "ray")
@@ -786,8 +897,15 @@ def _parse_job(p: _Problems, node: _Node, clusters: set[str]) -> JobConfig:
         resources = JobResources(cpus=rnode.number("cpus"), gpus=rnode.number("gpus"),
                                  memory=rnode.int("memoryBytes", None, minimum=1))
         rnode.done()
+    kind = node.str("kind", _MISSING, "train", choices=JOB_KINDS)
+    submission = node.str("submission", JobConfig.submission, choices=SUBMISSIONS)
+    kuberay = None
+    if submission == "kuberay":
+        kuberay = _parse_kuberay(p, node, kind, clusters.get(cluster or ""))
+    elif node.raw("kuberay") is not _MISSING:
+        p.bad(node.key("kuberay"), node.data["kuberay"], "only with submission: kuberay")
     cfg = JobConfig(
-        name=name, kind=node.str("kind", _MISSING, "train", choices=JOB_KINDS),
+        name=name, kind=kind,
         cluster=cluster,
         settings=node.any_map("settings"),
         runtime_env=node.any_map("runtimeEnv"),
@@ -795,17 +913,54 @@ def _parse_job(p: _Problems, node: _Node, clusters: set[str]) -> JobConfig:
         wait=node.str("wait", JobConfig.wait, choices=JOB_WAITS),
         timeout_seconds=node.int("timeoutSeconds", JobConfig.timeout_seconds, minimum=10),
         depends_on=node.str_list("dependsOn", []),
-        submission=node.str("submission", JobConfig.submission, choices=SUBMISSIONS),
+        submission=submission,
+        kuberay=kuberay,
     )
     for key in ("py_modules", "working_dir"):
         if key in cfg.runtime_env:
             p.bad(f"{node.key('runtimeEnv')}.{key}", cfg.runtime_env[key],
-                  "set by the platform (the jobs/ package is shipped and hashed for you)")
+                  "set by the platform (the jobs/ package is shipped and hashed for you, or kuberay.codeUri)")
+    if isinstance(kuberay, KubeRayService):
+        if rnode is not None:
+            p.bad(node.key("resources"), node.data["resources"],
+                  "a RayService has no driver to reserve resources for; size the Serve replicas with "
+                  "settings.num_cpus / use_gpu")
+        if cfg.wait == "running":
+            p.bad(node.key("wait"), cfg.wait, "a RayService is waited for until it is Ready: use succeeded or none")
+    elif isinstance(kuberay, KubeRayJob) and resources.memory is not None:
+        p.bad(f"{node.key('resources')}.memoryBytes", resources.memory,
+              "a RayJob cannot reserve entrypoint memory (the CRD has no field for it); use cpus/gpus, "
+              "or submission: sdk")
     node.done()
     return cfg
 
 
-def _parse_jobs(p: _Problems, root: _Node, clusters: set[str]) -> tuple[JobConfig, ...]:
+def rayservice_owners(jobs: tuple[JobConfig, ...]) -> dict[str, JobConfig]:
+    """RayCluster name -> the serve job whose RayService owns (creates and upgrades) that cluster."""
+    owners: dict[str, JobConfig] = {}
+    for job in jobs:
+        if isinstance(job.kuberay, KubeRayService):
+            owners.setdefault(job.cluster, job)
+    return owners
+
+
+def _check_rayservice_ownership(p: _Problems, jobs: tuple[JobConfig, ...]) -> None:
+    owners = rayservice_owners(jobs)
+    for i, job in enumerate(jobs):
+        owner = owners.get(job.cluster)
+        path = f"{_ns('jobs')}[{i}].cluster"
+        if owner is None or owner is job:
+            if owner is job and len(job.cluster) > KUBERAY_CR_NAME_MAX:
+                p.bad(path, job.cluster, f"the RayService takes its cluster's name, which KubeRay limits to "
+                                         f"{KUBERAY_CR_NAME_MAX} characters")
+            continue
+        what = "one RayService per cluster" if isinstance(job.kuberay, KubeRayService) else \
+            "no RayCluster of that name exists for this job to run on"
+        p.bad(path, job.cluster, f"RayCluster {job.cluster!r} is owned by the RayService of job {owner.name!r} "
+                                 f"(submission: kuberay); {what}")
+
+
+def _parse_jobs(p: _Problems, root: _Node, clusters: Mapping[str, RayClusterConfig]) -> tuple[JobConfig, ...]:
     jobs = tuple(_parse_job(p, n, clusters) for n in root.children("jobs"))
     names = [j.name for j in jobs]
     for i, job in enumerate(jobs):
@@ -816,7 +971,28 @@ def _parse_jobs(p: _Problems, root: _Node, clusters: set[str]) -> tuple[JobConfi
                 p.bad(f"{_ns('jobs')}[{i}].dependsOn[{k}]", dep, f"no such job; known: {', '.join(names)}")
             elif names.index(dep) >= i:
                 p.bad(f"{_ns('jobs')}[{i}].dependsOn[{k}]", dep, "a job may depend only on jobs listed before it")
+    _check_rayservice_ownership(p, jobs)
     return jobs
+
+
+def _parse_dashboard(p: _Problems, root: _Node) -> DashboardConfig:
+    d = DashboardConfig()
+    node = root.child("dashboard")
+    if node is None:
+        return d
+    url = node.str("url", None, "'http://{cluster}-head-svc.{namespace}.svc:8265'")
+    # A configured URL only means something in url mode, so it selects that mode.
+    access = node.str("access", "url" if url is not None else d.access, choices=DASHBOARD_ACCESS)
+    if access == "url" and url is None:
+        p.missing(node.key("url"), "'http://{cluster}-head-svc.{namespace}.svc:8265'")
+    if access == "tunnel" and url is not None:
+        p.bad(node.key("url"), url, "only with access: url; the tunnel finds each cluster's head pod itself")
+    if url is not None and not url.startswith(("http://", "https://")):
+        p.bad(node.key("url"), url, "expected an http:// or https:// URL template with {cluster} and {namespace}")
+    cfg = DashboardConfig(access=access or d.access, url=url or d.url,
+                          serve_url=node.str("serveUrl", d.serve_url))
+    node.done()
+    return cfg
 
 
 def _quantity_value(q: str | None) -> float:
@@ -854,6 +1030,72 @@ def max_demand(clusters: tuple[RayClusterConfig, ...]) -> Demand:
             gpus += g.gpus * g.max_replicas
             pods += g.max_replicas
     return Demand(cpu=cpu, memory=memory, gpus=gpus, pods=pods)
+
+
+def ephemeral_cluster(job: JobConfig, base: RayClusterConfig) -> RayClusterConfig:
+    """The cluster an ephemeral RayJob brings up: `base` with only the capped worker groups.
+
+    Without GCS fault tolerance: a cluster that lives for one job has no state worth keeping
+    across a head restart, and it would only add load on the long-lived cluster's Redis.
+    """
+    caps = job.kuberay.worker_groups if isinstance(job.kuberay, KubeRayJob) else {}
+    groups = tuple(
+        replace(g, max_replicas=caps[g.name], min_replicas=min(g.min_replicas, caps[g.name]),
+                replicas=min(g.replicas, caps[g.name])) if caps else g
+        for g in base.worker_groups if not caps or g.name in caps)
+    return replace(base, worker_groups=groups, gcs_fault_tolerance=None)
+
+
+def _plus(a: Demand, b: Demand) -> Demand:
+    return Demand(cpu=a.cpu + b.cpu, memory=a.memory + b.memory, gpus=a.gpus + b.gpus, pods=a.pods + b.pods)
+
+
+def kuberay_demand(jobs: tuple[JobConfig, ...], clusters: tuple[RayClusterConfig, ...]) -> Demand:
+    """What the KubeRay custom resources add to the long-lived RayClusters at max scale.
+
+    Every RayJob runs a submitter pod; an ephemeral RayJob brings its own cluster; a RayService
+    upgraded with NewCluster runs a second copy of its cluster until the new one takes over. A
+    RayService's own cluster replaces the RayCluster of that name, so it is already counted.
+    """
+    by_name = {c.name: c for c in clusters}
+    total = Demand(cpu=0.0, memory=0.0, gpus=0, pods=0)
+    for job in jobs:
+        base = by_name.get(job.cluster)
+        if isinstance(job.kuberay, KubeRayJob):
+            total = _plus(total, Demand(cpu=_quantity_value(SUBMITTER_CPU), memory=_quantity_value(SUBMITTER_MEMORY),
+                                        gpus=0, pods=1))
+            if job.kuberay.ephemeral and base is not None:
+                total = _plus(total, max_demand((ephemeral_cluster(job, base),)))
+        elif isinstance(job.kuberay, KubeRayService) and job.kuberay.upgrade_strategy == "NewCluster" and base:
+            total = _plus(total, max_demand((base,)))
+    return total
+
+
+def _check_kuberay_fit(p: _Problems, team: TeamConfig, clusters: tuple[RayClusterConfig, ...],
+                       jobs: tuple[JobConfig, ...]) -> None:
+    """The quota must also hold what the KubeRay custom resources start (see kuberay_demand).
+
+    Reported only where the RayClusters alone fit: otherwise _check_quota_fit already says so.
+    """
+    base, extra = max_demand(clusters), kuberay_demand(jobs, clusters)
+    quota = team.quota
+    names = ", ".join(j.name for j in jobs if j.kuberay is not None)
+    why = (f"the RayClusters at max scale plus what the KubeRay jobs ({names}) start (submitter pods, "
+           f"ephemeral RayJob clusters, a RayService's second cluster during a NewCluster upgrade)")
+    fix = "raise the quota, cap ephemeral clusters with kuberay.workerGroups, or use upgradeStrategy: None"
+    gib = 2**30
+    dimensions = (
+        ("gpus", quota.gpus, float(quota.gpus), float(base.gpus), float(extra.gpus), "{:g} GPUs"),
+        ("cpu", quota.cpu, _quantity_value(quota.cpu), base.cpu, extra.cpu, "{:g} CPUs"),
+        ("memory", quota.memory, _quantity_value(quota.memory) / gib, base.memory / gib, extra.memory / gib,
+         "{:g}Gi"),
+        ("pods", quota.pods, float(quota.pods), float(base.pods), float(extra.pods), "{:g} pods"),
+    )
+    for key, shown, cap, used, more, unit in dimensions:
+        if used <= cap + 1e-9 and used + more > cap + 1e-9:
+            p.bad(f"{_ns('team')}.quota.{key}", shown,
+                  f"{why} can request {unit.format(used + more)}, {unit.format(used + more - cap)} more than "
+                  f"the quota; {fix}")
 
 
 def _check_quota_fit(p: _Problems, team: TeamConfig, clusters: tuple[RayClusterConfig, ...]) -> None:
@@ -957,17 +1199,8 @@ def _parse_team_stack(p: _Problems, root: _Node, stack: str, environment: str | 
     for i, n in enumerate(names):
         if names.index(n) != i:
             p.bad(f"{_ns('rayClusters')}[{i}].name", n, "RayCluster names must be unique in a team")
-    jobs = _parse_jobs(p, root, set(n for n in names if n))
-    dnode = root.child("dashboard")
-    dashboard = None
-    if dnode is not None:
-        dashboard = DashboardConfig(
-            url=dnode.str("url", _MISSING, "'http://{cluster}-head-svc.{namespace}.svc:8265'"),
-            serve_url=dnode.str("serveUrl", "http://{cluster}-serve-svc.{namespace}.svc:8000"),
-        )
-        dnode.done()
-    elif jobs:
-        p.missing(f"{_ns('dashboard')}.url", "'http://{cluster}-head-svc.{namespace}.svc:8265'")
+    jobs = _parse_jobs(p, root, {c.name: c for c in clusters if c.name})
+    dashboard = _parse_dashboard(p, root)
     redis_password = root.str("redisPassword", None)
     dashboard_token = root.str("dashboardToken", None)
     uses_redis = any(c.gcs_fault_tolerance and c.gcs_fault_tolerance.backend == "redis" for c in clusters)
@@ -980,6 +1213,7 @@ def _parse_team_stack(p: _Problems, root: _Node, stack: str, environment: str | 
                   f"{_ns('dashboardToken')} <token>)")
     if team is not None:
         _check_quota_fit(p, team, clusters)
+        _check_kuberay_fit(p, team, clusters, jobs)
         _check_limit_range(p, team, clusters)
     if platform_stack and platform_lookup is not None:
         platform = platform_lookup(platform_stack.rsplit("/", 1)[-1])

@@ -10,9 +10,14 @@ kind, Serve settings). Re-running `pulumi up` finds the job by that id and adopt
 it instead of submitting twice. A previous attempt that FAILED or was STOPPED is
 retried under `<id>-r2`, `<id>-r3`, ... because Ray never reuses a submission id.
 
+Reaching the dashboard: `dashboard_access: "url"` talks to `dashboard_url` (an internal
+ingress or load balancer); `"tunnel"` opens, for every provider operation, a port-forward
+through the Kubernetes API to the cluster's head pod (components/k8s_tunnel.py) and talks to
+it on 127.0.0.1; `dashboard_url` is then only reported, in the outputs and messages.
+
 The provider object is pickled into the stack state by Pulumi (dill, by reference
-to this module), so it holds no state, and `ray` is imported only when a method
-actually talks to a cluster.
+to this module), so it holds no state, and `ray` (and the Kubernetes client) are
+imported only when a method actually talks to a cluster.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ if TYPE_CHECKING:
 
 KINDS = ("train", "infer", "serve", "tune", "core")
 WAIT_MODES = ("none", "running", "succeeded")
+ACCESS_MODES = ("url", "tunnel")
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 # A re-run of `pulumi up` retries these instead of adopting them.
 RETRYABLE = frozenset({"FAILED", "STOPPED"})
@@ -98,7 +104,9 @@ class RayJobArgs:
     place. `wait`: "none" returns once submitted, "running" once the job runs,
     "succeeded" once it succeeded (and, for kind "serve", once its Serve app is
     RUNNING). `timeout_seconds` bounds that wait; `dashboard_wait_seconds` bounds
-    the wait for the dashboard (and its job agent) to answer at all.
+    the wait for the dashboard (and its job agent, and in tunnel mode the head pod) to
+    answer at all. Tunnel mode needs the kubeconfig (a secret), its context, and the
+    namespace and name of the RayCluster.
     """
 
     job_name: str
@@ -119,9 +127,15 @@ class RayJobArgs:
     serve_route_prefix: str | None = None
     serve_endpoint_base: str | None = None
     log_tail_lines: int = 50
+    dashboard_access: str = "url"
+    kubeconfig: pulumi.Input[str] | None = None
+    kube_context: pulumi.Input[str] | None = None
+    namespace: str | None = None
+    cluster_name: str | None = None
 
 
 INPUT_FIELDS = tuple(f.name for f in dataclasses.fields(RayJobArgs))
+SECRET_FIELDS = ("auth_token", "kubeconfig")
 _INT_FIELDS = ("entrypoint_memory", "timeout_seconds", "dashboard_wait_seconds", "log_tail_lines")
 _FLOAT_FIELDS = ("entrypoint_num_cpus", "entrypoint_num_gpus")
 _DICT_FIELDS = ("runtime_env", "metadata")
@@ -305,12 +319,17 @@ def wait_for_dashboard(url: str, token: str | None, max_wait_s: float) -> None:
 
 
 class JobClient:
-    """The Job SDK client plus the Serve REST calls, for one dashboard and token."""
+    """The Job SDK client plus the Serve REST calls, for one dashboard and token.
 
-    def __init__(self, dashboard_url: str, token: str | None = None) -> None:
+    `public_url` is the dashboard's address for people (job links in messages); it differs
+    from `dashboard_url` when the client talks through a tunnel.
+    """
+
+    def __init__(self, dashboard_url: str, token: str | None = None, public_url: str | None = None) -> None:
         from ray.job_submission import JobSubmissionClient
 
         self.url = dashboard_url.rstrip("/")
+        self.public_url = (public_url or dashboard_url).rstrip("/")
         self._headers = auth_headers(token)
         # The SDK adds its own auth header into the dict it is given: hand it a copy.
         self.sdk: JobSubmissionClient = JobSubmissionClient(self.url, headers=dict(self._headers))
@@ -383,7 +402,7 @@ def submit(client: JobClient, args: RayJobArgs, submission_id: str, deadline: fl
                 raise
         if time.monotonic() >= deadline:
             raise DashboardUnreachable(
-                f"Ray dashboard at {client.url} answers but has no job agent to run submissions "
+                f"Ray dashboard at {client.public_url} answers but has no job agent to run submissions "
                 f"(tried for {time.monotonic() - started:.0f}s). The head's dashboard agent is not up: see "
                 "dashboard_agent.log on the head (locally, another Ray head on this machine may hold the "
                 "agent's port, 52365 by default).")
@@ -437,7 +456,7 @@ def raise_if_failed(client: JobClient, args: RayJobArgs, submission_id: str, inf
         f"Ray job '{args.job_name}' (submission id {submission_id}) ended {status_of(info)}: "
         f"{status_head(info.message) or 'no message'}\n"
         f"--- last {args.log_tail_lines} log lines ---\n{tail or '(no logs)'}\n---\n"
-        f"Job page: {job_url(client.url, submission_id)}. {retry_hint}")
+        f"Job page: {job_url(client.public_url, submission_id)}. {retry_hint}")
 
 
 def wait_for_job(client: JobClient, args: RayJobArgs, submission_id: str, deadline: float,
@@ -454,8 +473,8 @@ def wait_for_job(client: JobClient, args: RayJobArgs, submission_id: str, deadli
         f"{args.timeout_seconds}s (waited {time.monotonic() - started:.0f}s; last status {status_of(info)}: "
         f"{status_head(info.message) or 'no message'}). The job keeps running on the cluster: the next "
         f"`pulumi up` adopts it and waits again. To stop it: `make jobs ARGS='stop {submission_id}'` "
-        f"(or `ray job stop {submission_id} --address {client.url}`). "
-        f"Job page: {job_url(client.url, submission_id)}")
+        f"(or `ray job stop {submission_id} --address {client.public_url}`). "
+        f"Job page: {job_url(client.public_url, submission_id)}")
 
 
 def wait_for_serve_app(client: JobClient, args: RayJobArgs, deadline: float, started: float) -> dict[str, Any]:
@@ -549,16 +568,38 @@ def job_outputs(args: RayJobArgs, submission_id: str, info: JobDetails | None, l
     }
 
 
-def connect(args: RayJobArgs) -> JobClient:
-    url = cast(str, args.dashboard_url)
+@contextmanager
+def reach(args: RayJobArgs) -> Iterator[str]:
+    """The URL one provider operation talks to: `dashboard_url`, or a tunnel opened for the operation."""
+    if args.dashboard_access != "tunnel":
+        yield cast(str, args.dashboard_url)
+        return
+    from components.k8s_tunnel import TunnelError, dashboard_tunnel
+
+    try:
+        with dashboard_tunnel(cast(str, args.kubeconfig), cast("str | None", args.kube_context),
+                              cast(str, args.namespace), cast(str, args.cluster_name),
+                              args.dashboard_wait_seconds) as tunnel:
+            try:
+                yield tunnel.url
+            except RayJobError as exc:
+                # The dashboard call only saw a dropped connection; the tunnel knows why.
+                if tunnel.last_error is None:
+                    raise
+                raise type(exc)(f"{exc}\n({tunnel.description}: {tunnel.last_error})") from None
+    except TunnelError as exc:
+        raise DashboardUnreachable(f"Ray job '{args.job_name}': {exc}") from None
+
+
+def connect(args: RayJobArgs, url: str) -> JobClient:
     token = cast("str | None", args.auth_token)
     wait_for_dashboard(url, token, args.dashboard_wait_seconds)
-    return JobClient(url, token)
+    return JobClient(url, token, public_url=cast(str, args.dashboard_url))
 
 
-def run_job(args: RayJobArgs) -> dict[str, Any]:
-    """Create: wait for the dashboard, submit or adopt, apply the wait policy; returns the outputs."""
-    client = connect(args)
+def run_job(args: RayJobArgs, url: str) -> dict[str, Any]:
+    """Create: wait for the dashboard at `url`, submit or adopt, apply the wait policy; returns the outputs."""
+    client = connect(args, url)
     submission_id = submit_or_adopt(client, args, time.monotonic() + args.dashboard_wait_seconds)
     started = time.monotonic()
     deadline = started + args.timeout_seconds
@@ -587,9 +628,10 @@ def live_route_prefix(client: JobClient, args: RayJobArgs) -> str | None:
     return app.get("route_prefix") if app else None
 
 
-def refresh_job(args: RayJobArgs, submission_id: str, last: Mapping[str, Any], apply_wait: bool) -> dict[str, Any]:
+def refresh_job(args: RayJobArgs, url: str, submission_id: str, last: Mapping[str, Any],
+                apply_wait: bool) -> dict[str, Any]:
     """Re-read a job's state (update/read); a job the cluster forgot keeps its last known outputs."""
-    client = connect(args)
+    client = connect(args, url)
     info = client.info(submission_id)
     if info is None:
         return {name: last.get(name) for name in OUTPUT_FIELDS} | {"submission_id": submission_id}
@@ -601,9 +643,9 @@ def refresh_job(args: RayJobArgs, submission_id: str, last: Mapping[str, Any], a
     return job_outputs(args, submission_id, info, logs, live_route_prefix(client, args))
 
 
-def delete_job(args: RayJobArgs, submission_id: str) -> None:
+def delete_job(args: RayJobArgs, url: str, submission_id: str) -> None:
     """Stop the job if it still runs; for Serve jobs also remove the application."""
-    client = connect(args)
+    client = connect(args, url)
     stop_job(client, submission_id)
     if args.kind == "serve" and args.serve_app_name:
         remove_serve_app(client, args.serve_app_name, interpreter_of(args.entrypoint))
@@ -656,6 +698,14 @@ def check_failures(news: Mapping[str, Any]) -> list[tuple[str, str]]:
     url = known.get("dashboard_url")
     if "dashboard_url" in known and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
         bad("dashboard_url", f"{url!r} must be an http:// or https:// URL of the Ray dashboard")
+    access = known.get("dashboard_access", "url")
+    if access not in ACCESS_MODES:
+        bad("dashboard_access", f"{access!r} is not one of {', '.join(ACCESS_MODES)}")
+    if access == "tunnel":
+        for prop in ("kubeconfig", "namespace", "cluster_name"):
+            if not _is_unknown(news.get(prop)) and not known.get(prop):
+                bad(prop, "is required with dashboard_access 'tunnel' (the tunnel finds the cluster's head pod "
+                          "through the Kubernetes API)")
     if "wait" in known and known["wait"] not in WAIT_MODES:
         bad("wait", f"{known['wait']!r} is not one of {', '.join(WAIT_MODES)}")
     for prop, low in (("timeout_seconds", 1), ("dashboard_wait_seconds", 0), ("log_tail_lines", 0)):
@@ -739,27 +789,27 @@ class RayJobProvider(pulumi.dynamic.ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         args = args_from_props(props)
-        with token_safe_errors(cast("str | None", args.auth_token)):
-            outs = run_job(args)
+        with token_safe_errors(cast("str | None", args.auth_token)), reach(args) as url:
+            outs = run_job(args, url)
         # Inputs go back into the state too: diff, read and delete only ever see outputs.
         return pulumi.dynamic.CreateResult(outs["submission_id"], {**_inputs(props), **outs})
 
     def update(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
         args = args_from_props(_news)
-        with token_safe_errors(cast("str | None", args.auth_token)):
-            outs = refresh_job(args, _id, _olds, apply_wait=True)
+        with token_safe_errors(cast("str | None", args.auth_token)), reach(args) as url:
+            outs = refresh_job(args, url, _id, _olds, apply_wait=True)
         return pulumi.dynamic.UpdateResult({**_inputs(_news), **outs})
 
     def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
         args = args_from_props(props)
-        with token_safe_errors(cast("str | None", args.auth_token)):
-            outs = refresh_job(args, id_, props, apply_wait=False)
+        with token_safe_errors(cast("str | None", args.auth_token)), reach(args) as url:
+            outs = refresh_job(args, url, id_, props, apply_wait=False)
         return pulumi.dynamic.ReadResult(id_, {**_inputs(props), **outs})
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         args = args_from_props(_props)
-        with token_safe_errors(cast("str | None", args.auth_token)):
-            delete_job(args, _id)
+        with token_safe_errors(cast("str | None", args.auth_token)), reach(args) as url:
+            delete_job(args, url, _id)
 
 
 class RayJob(pulumi.dynamic.Resource, name="RayJob"):
@@ -777,9 +827,10 @@ class RayJob(pulumi.dynamic.Resource, name="RayJob"):
 
     def __init__(self, name: str, args: RayJobArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         props: dict[str, Any] = {field_name: getattr(args, field_name) for field_name in INPUT_FIELDS}
-        if args.auth_token is not None:
-            # Kept in the state (delete and refresh must authenticate) but always encrypted there.
-            props["auth_token"] = pulumi.Output.secret(args.auth_token)
+        for secret in SECRET_FIELDS:
+            if props[secret] is not None:
+                # Kept in the state (delete and refresh must authenticate) but always encrypted there.
+                props[secret] = pulumi.Output.secret(props[secret])
         props.update({name_: None for name_ in OUTPUT_FIELDS if name_ not in props})
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["auth_token"]))
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=list(SECRET_FIELDS)))
         super().__init__(RayJobProvider(), name, props, opts)

@@ -11,6 +11,7 @@ secrets as "[secret]"), `<out>/<stack>/outputs.json` and `<out>/<stack>/manifest
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import re
@@ -207,6 +208,9 @@ def render_stack(stack_file: Path) -> Rendered:
     # set_mocks reuses an existing root Stack resource; a fresh one keeps the exports of a
     # previous render (e.g. the referenced platform stack's) out of this one.
     runtime_settings.ROOT.set(None)
+    # The SDK awaits on the thread's current loop; an earlier asyncio.run() in the same
+    # process (the monitor CLI, the Job SDK's log tailing) leaves the main thread without one.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_all_config(flat, secret_keys)
     monitor = RecordingMonitor(PlatformMocks(flat.get("aws:region", ""), references))
     mocks.set_mocks(monitor.mocks, project=PROJECT, stack=name, preview=False, monitor=monitor)

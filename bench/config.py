@@ -1,0 +1,39 @@
+"""How much each section measures: repeat counts and sizes, for a full run and for `--quick`."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+SECTIONS = ("program-eval", "hook", "train", "infer", "serve", "local-mode")
+# Sized so that a full run takes about ten minutes on a 2-CPU machine.
+FULL_REPEATS = {"program-eval": 3, "hook": 5, "train": 3, "infer": 3, "serve": 3, "local-mode": 1}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    repeats: dict[str, int] = field(default_factory=lambda: dict(FULL_REPEATS))
+    # hook: the trivial job sleeps this long, so RUNNING is a state the pollers can see.
+    hook_job_seconds: float = 1.0
+    # train: epochs per run; the steady-state rate needs at least two checkpoints.
+    train_epochs: int = 5
+    # infer: the 1797 digits tiled this many times, so fixed start-up costs do not dominate.
+    infer_tile: int = 200
+    # serve: each load run stops at whichever bound comes first.
+    serve_concurrency: tuple[int, ...] = (8, 32)
+    serve_requests: int = 1500
+    serve_max_seconds: float = 8.0
+    # program-eval: synthetic organisations of this many teams (and GPU pools).
+    eval_sizes: tuple[int, ...] = (1, 10, 50)
+    # None: every stack file in stacks/.
+    eval_stacks: tuple[str, ...] | None = None
+    # local-mode: None runs every job of the demo-local stack, as `make local` does.
+    local_job: str | None = None
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        """One repeat of each and small sizes: checks that everything runs, numbers are rough."""
+        return cls(repeats={s: 1 for s in SECTIONS}, train_epochs=2, infer_tile=20, serve_requests=200,
+                   serve_max_seconds=3.0, eval_sizes=(1, 5, 10), eval_stacks=("prod",), local_job="core-stats")
+
+    def with_repeats(self, repeats: int) -> BenchConfig:
+        return dataclasses.replace(self, repeats={s: repeats for s in SECTIONS})

@@ -1,0 +1,93 @@
+"""Hook overhead: submit -> RUNNING and submit -> SUCCEEDED through the post-deploy hook vs the raw Job SDK.
+
+Ours: `RayJobProvider.create` with wait "running" / "succeeded" (dashboard check,
+deterministic id lookup, submit, poll with the hook's backoff, log fetch), a fresh
+job name per repeat so nothing is adopted. Baseline: `JobSubmissionClient.submit_job`
+and `get_job_status` every POLL_FIRST_S (the hook's first interval) on the same head.
+The job sleeps briefly, so RUNNING lasts long enough for both pollers to see it.
+
+A diagnostic pair re-runs the hook with its backoff pinned to POLL_FIRST_S: what is
+left then is the hook's own request overhead, not its polling schedule.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from unittest import mock
+
+from bench.cluster import BenchCluster, fresh_name, hook_props
+from bench.config import BenchConfig
+from bench.stats import Figure, Target
+from components import ray_job
+from components.ray_job import TERMINAL, RayJobArgs, RayJobProvider
+
+TARGET = Target("<=", 1.05)
+# Each variant returns (seconds to RUNNING, seconds to SUCCEEDED); one of them may be None.
+Variant = Callable[[], tuple[float | None, float | None]]
+
+
+def raw_run(cluster: BenchCluster, entrypoint: str) -> tuple[float, float]:
+    """Plain Job SDK: submit, then poll at the hook's first interval until RUNNING and SUCCEEDED."""
+    sdk = cluster.client.sdk
+    started = time.monotonic()
+    submission_id = sdk.submit_job(entrypoint=entrypoint)
+    running = None
+    while True:
+        status = str(sdk.get_job_status(submission_id).value)
+        # A job that ends between two polls was RUNNING before it: the hook returns then too.
+        if running is None and (status == "RUNNING" or status in TERMINAL):
+            running = time.monotonic() - started
+        if status in TERMINAL:
+            if status != "SUCCEEDED":
+                raise RuntimeError(f"baseline job {submission_id} ended {status}")
+            return running, time.monotonic() - started
+        time.sleep(ray_job.POLL_FIRST_S)
+
+
+def hook_run(cluster: BenchCluster, entrypoint: str, wait: str) -> float:
+    args = RayJobArgs(job_name=fresh_name("bench-hook"), kind="core", entrypoint=entrypoint, runtime_env={},
+                      code_hash="bench", dashboard_url=cluster.head.dashboard_url, wait=wait, timeout_seconds=120)
+    started = time.monotonic()
+    outs = RayJobProvider().create(hook_props(args)).outs
+    seconds = time.monotonic() - started
+    # Untimed: let a job returned at RUNNING finish, so runs never overlap.
+    ray_job.poll_job(cluster.client, outs["submission_id"], TERMINAL, time.monotonic() + 60)
+    return seconds
+
+
+def pinned(run: Callable[[], float]) -> float:
+    """The hook with its polling backoff pinned to its first interval (diagnostic)."""
+    with mock.patch.object(ray_job, "POLL_MAX_S", ray_job.POLL_FIRST_S):
+        return run()
+
+
+def run(cfg: BenchConfig, cluster: BenchCluster) -> list[Figure]:
+    entrypoint = f"python -c 'import time; time.sleep({cfg.hook_job_seconds})'"
+    raw_run(cluster, entrypoint)  # warm-up: the first job on a fresh head starts a worker pool
+    variants: list[tuple[str, Variant]] = [
+        ("raw", lambda: raw_run(cluster, entrypoint)),
+        ("hook", lambda: (hook_run(cluster, entrypoint, "running"), None)),
+        ("hook", lambda: (None, hook_run(cluster, entrypoint, "succeeded"))),
+        ("pinned", lambda: (pinned(lambda: hook_run(cluster, entrypoint, "running")), None)),
+        ("pinned", lambda: (None, pinned(lambda: hook_run(cluster, entrypoint, "succeeded")))),
+    ]
+    samples: dict[tuple[str, str], list[float]] = {(side, state): [] for side in ("raw", "hook", "pinned")
+                                                   for state in ("running", "succeeded")}
+    for repeat in range(cfg.repeats["hook"]):
+        # Rotate the order, so drift in the machine's load does not favour one side.
+        shift = repeat % len(variants)
+        for side, variant in variants[shift:] + variants[:shift]:
+            for state, seconds in zip(("running", "succeeded"), variant()):
+                if seconds is not None:
+                    samples[side, state].append(seconds)
+    backoff = (f"hook polls after {ray_job.POLL_FIRST_S:g} s, x1.5 each time up to {ray_job.POLL_MAX_S:g} s; "
+               f"the baseline every {ray_job.POLL_FIRST_S:g} s")
+    return [
+        Figure("hook", "submit->RUNNING", "s", samples["hook", "running"], samples["raw", "running"], TARGET, backoff),
+        Figure("hook", "submit->SUCCEEDED", "s", samples["hook", "succeeded"], samples["raw", "succeeded"], TARGET),
+        Figure("hook", "submit->RUNNING, backoff pinned (diagnostic)", "s", samples["pinned", "running"],
+               samples["raw", "running"],
+               note="hook with POLL_MAX_S = POLL_FIRST_S: its own request overhead without the backoff"),
+        Figure("hook", "submit->SUCCEEDED, backoff pinned (diagnostic)", "s", samples["pinned", "succeeded"],
+               samples["raw", "succeeded"]),
+    ]

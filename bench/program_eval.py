@@ -1,0 +1,120 @@
+"""Program evaluation: seconds to evaluate stacks under the mock engine, and how that grows.
+
+Every measurement is a fresh `python -m bench.program_eval FILE...` child that imports
+tools.render and then times `render_stack` over its files, so each starts from cold
+imports, as `pulumi preview` does (a team stack's time includes rendering the platform
+stack it references, which is how tools.render resolves StackReferences).
+
+Growth: synthetic organisations of N teams in a temporary stacks directory: a platform
+stack with N GPU pools (prod's pools, cycled, renamed) and N team stacks (vision-prod,
+renamed) referencing it. Measured per N: the platform stack alone, and the whole
+organisation in one process (what `make render-all` and `make policy` do). A straight
+line fitted through the medians gives the cost per pool and per team, and R^2 says
+how straight the growth is.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.config import BenchConfig
+from bench.stats import Figure, Target, fit_line, number
+
+ROOT = Path(__file__).resolve().parents[1]
+STACKS_DIR = ROOT / "stacks"
+PROD_TARGET = Target("<", 3.0, on_ratio=False)
+LINEAR_TARGET = Target(">=", 0.95, on_ratio=False)
+SYNTH_PLATFORM = "synth"
+PROJECT_KEY = "ray-platform"
+
+
+def child_seconds(files: list[Path], stacks_dir: Path = STACKS_DIR) -> float:
+    """Seconds a fresh interpreter spends in render_stack over `files` (imports of tools.render excluded)."""
+    out = subprocess.run([sys.executable, "-m", "bench.program_eval", "--stacks-dir", str(stacks_dir),
+                          *map(str, files)], cwd=ROOT, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"rendering {[f.name for f in files]} failed:\n{out.stderr[-2000:]}")
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+
+
+def write_stack(path: Path, config: dict[str, Any], header: str) -> Path:
+    path.write_text(f"# {header}\n" + yaml.safe_dump({"config": config}, sort_keys=False))
+    return path
+
+
+def synthetic_org(directory: Path, teams: int) -> tuple[Path, list[Path]]:
+    """A platform stack with `teams` GPU pools and `teams` team stacks on it, in `directory`."""
+    platform = yaml.safe_load((STACKS_DIR / "Pulumi.prod.yaml").read_text())["config"]
+    pools = platform[f"{PROJECT_KEY}:gpuPools"]
+    platform[f"{PROJECT_KEY}:gpuPools"] = [{**pools[i % len(pools)], "name": f"{pools[i % len(pools)]['name']}-{i}"}
+                                           for i in range(teams)]
+    platform_file = write_stack(directory / f"Pulumi.{SYNTH_PLATFORM}.yaml", platform,
+                                f"bench: prod with {teams} GPU pools")
+    team = yaml.safe_load((STACKS_DIR / "Pulumi.vision-prod.yaml").read_text())["config"]
+    team_files = []
+    for i in range(teams):
+        config = {**team, f"{PROJECT_KEY}:platformStack": f"my-org/{PROJECT_KEY}/{SYNTH_PLATFORM}",
+                  f"{PROJECT_KEY}:team": {**team[f"{PROJECT_KEY}:team"], "name": f"team{i:03d}"}}
+        team_files.append(write_stack(directory / f"Pulumi.team{i:03d}-prod.yaml", config,
+                                      f"bench: vision-prod as team{i:03d}"))
+    return platform_file, team_files
+
+
+def growth_figures(unit: str, sizes: list[int], medians: list[float]) -> list[Figure]:
+    fit = fit_line([float(n) for n in sizes], medians)
+    steps = ", ".join(f"{a}->{b}: {number((y2 - y1) / (b - a))} s/{unit}"
+                      for (a, y1), (b, y2) in zip(zip(sizes, medians), list(zip(sizes, medians))[1:]))
+    return [
+        Figure("program-eval", f"cost per {unit} (slope of the line fit)", f"s/{unit}", [fit.slope],
+               note=f"intercept {number(fit.intercept)} s; marginal cost {steps}"),
+        Figure("program-eval", f"linearity in {unit}s (R^2 of the line fit)", "", [fit.r2], target=LINEAR_TARGET),
+    ]
+
+
+def run(cfg: BenchConfig) -> list[Figure]:
+    repeats = cfg.repeats["program-eval"]
+    names = cfg.eval_stacks or tuple(p.name[len("Pulumi."):-len(".yaml")]
+                                     for p in sorted(STACKS_DIR.glob("Pulumi.*.yaml")))
+    figures = []
+    for name in names:
+        samples = [child_seconds([STACKS_DIR / f"Pulumi.{name}.yaml"]) for _ in range(repeats)]
+        figures.append(Figure("program-eval", f"stack {name}", "s", samples,
+                              target=PROD_TARGET if name == "prod" else None))
+    platform_medians, org_medians = [], []
+    for teams in cfg.eval_sizes:
+        with tempfile.TemporaryDirectory(prefix="rpb-stacks-") as directory:
+            platform_file, team_files = synthetic_org(Path(directory), teams)
+            platform = [child_seconds([platform_file], Path(directory)) for _ in range(repeats)]
+            org = [child_seconds([platform_file, *team_files], Path(directory)) for _ in range(repeats)]
+        figures += [Figure("program-eval", f"platform with {teams} GPU pools", "s", platform),
+                    Figure("program-eval", f"org of {teams} teams (all stacks, one process)", "s", org)]
+        platform_medians.append(statistics.median(platform))
+        org_medians.append(statistics.median(org))
+    sizes = list(cfg.eval_sizes)
+    return figures + growth_figures("pool", sizes, platform_medians) + growth_figures("team", sizes, org_medians)
+
+
+def main() -> None:
+    """Child: render the given stack files in order, print the seconds spent in render_stack."""
+    parser = argparse.ArgumentParser(prog="python -m bench.program_eval")
+    parser.add_argument("--stacks-dir", type=Path, required=True)
+    parser.add_argument("files", type=Path, nargs="+")
+    args = parser.parse_args()
+    from tools.render import render_stack
+
+    started = time.perf_counter()
+    resources = [len(render_stack(path, stacks_dir=args.stacks_dir).resources) for path in args.files]
+    print(json.dumps({"seconds": time.perf_counter() - started, "resources": resources}))
+
+
+if __name__ == "__main__":
+    main()
