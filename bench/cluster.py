@@ -68,9 +68,6 @@ class BenchCluster:
         """RayJobProvider.create, exactly as `pulumi up` calls it; returns the outputs."""
         return dict(RayJobProvider().create(hook_props(args)).outs)
 
-    def delete(self, outs: dict[str, Any]) -> None:
-        RayJobProvider().delete(outs["submission_id"], outs)
-
 
 def session_pss(session_id: int) -> int:
     """Bytes of PSS of every process in a Ray head's session (workers leave its process group, not its session)."""
@@ -103,8 +100,13 @@ class PeakSampler:
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop sampling (idempotent): the figure's window may end before the `with` block does."""
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -24,6 +24,9 @@ class BenchConfig:
     serve_max_seconds: float = 8.0
     # program-eval: synthetic organisations of this many teams (and GPU pools).
     eval_sizes: tuple[int, ...] = (1, 10, 50)
+    # Whole synthetic orgs are rendered this many times per size: at 50 teams one render
+    # takes ~100 s, because tools.render re-renders the platform for every team stack.
+    eval_org_repeats: int = 1
     # None: every stack file in stacks/.
     eval_stacks: tuple[str, ...] | None = None
     # local-mode: None runs every job of the demo-local stack, as `make local` does.
@@ -36,4 +39,4 @@ class BenchConfig:
                    serve_max_seconds=3.0, eval_sizes=(1, 5, 10), eval_stacks=("prod",), local_job="core-stats")
 
     def with_repeats(self, repeats: int) -> BenchConfig:
-        return dataclasses.replace(self, repeats={s: repeats for s in SECTIONS})
+        return dataclasses.replace(self, repeats={s: repeats for s in SECTIONS}, eval_org_repeats=repeats)

@@ -58,6 +58,17 @@ DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
 ARN = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
 STACK_REF = re.compile(r"^([A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+$")
+# Prometheus' retention flag: one number and unit (a compound such as 1d12h is not accepted here).
+PROMETHEUS_DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
+HTTP_URL = re.compile(r"^https?://[^\s/]+(:[0-9]+)?(/\S*)?$")
+LOG_DESTINATIONS = ("cloudwatch", "none")
+# The only retention periods CloudWatch Logs accepts (PutRetentionPolicy).
+CLOUDWATCH_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+                             2557, 2922, 3288, 3653)
+# The Fluent Bit sidecar in every Ray pod of a team that ships its logs; counted against the
+# team quota like the autoscaler. Its tail buffer is capped well below the memory limit.
+LOG_SHIPPER_CPU = "100m"
+LOG_SHIPPER_MEMORY = "128Mi"
 SECRET_PLACEHOLDER = "[secret]"
 
 
@@ -140,6 +151,43 @@ class KubeRayConfig:
 
 
 @dataclass(frozen=True)
+class PrometheusConfig:
+    retention: str = "15d"
+    storage_size: str = "50Gi"
+    # None: on EKS the platform's encrypted gp3 class, elsewhere the cluster's default class.
+    storage_class: str | None = None
+
+
+@dataclass(frozen=True)
+class GrafanaConfig:
+    # Where a user's browser reaches Grafana (the Ray dashboard embeds its panels from there):
+    # by default the port-forward of docs/observability.md.
+    iframe_host: str = "http://localhost:3000"
+
+
+@dataclass(frozen=True)
+class LogShippingConfig:
+    destination: str = "cloudwatch"
+    retention_days: int = 30
+
+
+@dataclass(frozen=True)
+class ObservabilityConfig:
+    """`ray-platform:observability` of a platform stack: a piece is installed when its block is
+    present and not `enabled: false`, so a stack without the key installs none of them."""
+
+    namespace: str = "monitoring"
+    prometheus: PrometheusConfig | None = None
+    grafana: GrafanaConfig | None = None
+    dcgm_exporter: bool = False
+    log_shipping: LogShippingConfig | None = None
+
+    @property
+    def installs_anything(self) -> bool:
+        return any((self.prometheus, self.grafana, self.dcgm_exporter, self.log_shipping))
+
+
+@dataclass(frozen=True)
 class PlatformConfig:
     stack: str
     environment: str
@@ -151,6 +199,9 @@ class PlatformConfig:
     aws_region: str | None
     # Inline kubeconfig for `existing` clusters (a Pulumi secret); None with a path or on EKS.
     kubeconfig: str | None = None
+    observability: ObservabilityConfig = ObservabilityConfig()
+    # A Pulumi secret; required exactly when Grafana is installed.
+    grafana_admin_password: str | None = None
 
     @property
     def is_eks(self) -> bool:
@@ -215,6 +266,20 @@ class GcsFaultToleranceConfig:
 
 
 @dataclass(frozen=True)
+class RayObservability:
+    """`ray-platform:observability` of a team stack: which of the platform's pieces its RayClusters use.
+
+    Off by default: each adds objects to the team's namespace (a ConfigMap, a NetworkPolicy rule,
+    a sidecar per Ray pod), so a team opts in with one line once the platform offers the piece.
+    """
+
+    # Prometheus may scrape the Ray pods; the Ray dashboard embeds the platform's Grafana.
+    metrics: bool = False
+    # A Fluent Bit sidecar per Ray pod ships /tmp/ray logs to the platform's log destination.
+    log_shipping: bool = False
+
+
+@dataclass(frozen=True)
 class RayClusterConfig:
     name: str
     head: HeadConfig = HeadConfig()
@@ -226,6 +291,9 @@ class RayClusterConfig:
     autoscaler_memory: str = "512Mi"
     gcs_fault_tolerance: GcsFaultToleranceConfig | None = None
     auth: bool = False
+    # The team's choice (TeamStackConfig.observability), copied here because the spec builder
+    # sees one cluster at a time.
+    observability: RayObservability = RayObservability()
 
 
 @dataclass(frozen=True)
@@ -236,7 +304,7 @@ class JobResources:
 
 
 @dataclass(frozen=True)
-class KubeRayJob:
+class KubeRayJobConfig:
     """`submission: kuberay` for a batch job (train, infer, tune, core): a KubeRay RayJob."""
 
     # A .zip whose single top-level directory holds the jobs/ package; the runtime env's working_dir.
@@ -253,7 +321,7 @@ class KubeRayJob:
 
 
 @dataclass(frozen=True)
-class KubeRayService:
+class KubeRayServiceConfig:
     """`submission: kuberay` for a serve job: a KubeRay RayService that owns the cluster `cluster`."""
 
     code_uri: str
@@ -277,7 +345,7 @@ class JobConfig:
     timeout_seconds: int = 1800
     depends_on: tuple[str, ...] = ()
     submission: str = "sdk"
-    kuberay: KubeRayJob | KubeRayService | None = None
+    kuberay: KubeRayJobConfig | KubeRayServiceConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -304,6 +372,7 @@ class TeamStackConfig:
     # Secrets (Pulumi secrets in the stack file); None when not configured.
     redis_password: str | None = None
     dashboard_token: str | None = None
+    observability: RayObservability = RayObservability()
 
 
 StackConfig = PlatformConfig | TeamStackConfig
@@ -649,6 +718,12 @@ def _parse_platform(p: _Problems, root: _Node, stack: str, environment: str | No
         kuberay = KubeRayConfig(namespace=ns, watch_namespaces=kr_node.str_list("watchNamespaces", []))
         kr_node.done()
     kubeconfig = root.str("kubeconfig", None)
+    observability = _parse_observability(p, root, cluster)
+    grafana_admin_password = root.str("grafanaAdminPassword", None)
+    if observability.grafana is not None and grafana_admin_password is None:
+        p.missing(_ns("grafanaAdminPassword"), "--secret \"$(openssl rand -base64 24)\"")
+    if observability.grafana is None and grafana_admin_password is not None:
+        p.bad(_ns("grafanaAdminPassword"), SECRET_PLACEHOLDER, "only used with observability.grafana")
     if cluster is None:
         return None
     if cluster.provider == "eks":
@@ -672,7 +747,74 @@ def _parse_platform(p: _Problems, root: _Node, stack: str, environment: str | No
                   f"{_ns('kubeconfig')} (pulumi config set --secret {_ns('kubeconfig')} < kubeconfig.yaml)")
     return PlatformConfig(stack=stack, environment=environment or "", cluster=cluster, network=network,
                           gpu_pools=pools, addons=addons, kuberay=kuberay, aws_region=aws_region,
-                          kubeconfig=kubeconfig)
+                          kubeconfig=kubeconfig, observability=observability,
+                          grafana_admin_password=grafana_admin_password)
+
+
+def _piece(node: _Node, name: str) -> _Node | None:
+    """The block of one observability piece, or None when it is absent or `enabled: false`."""
+    child = node.child(name)
+    if child is None:
+        return None
+    enabled = child.bool("enabled", True)
+    if not enabled:
+        # Its other settings may stay in the file (an existing cluster switching a piece off).
+        child.seen.update(child.data)
+    return child if enabled else None
+
+
+def _parse_observability(p: _Problems, root: _Node, cluster: ClusterConfig | None) -> ObservabilityConfig:
+    node = root.child("observability")
+    d = ObservabilityConfig()
+    if node is None:
+        return d
+    namespace = node.str("namespace", d.namespace)
+    _check_dns(p, node.key("namespace"), namespace, 63, "namespace", DNS1123)
+    prometheus = grafana = log_shipping = None
+    pnode = _piece(node, "prometheus")
+    if pnode is not None:
+        dp = PrometheusConfig()
+        prometheus = PrometheusConfig(
+            retention=pnode.str("retention", dp.retention, pattern=PROMETHEUS_DURATION,
+                                rule="expected a Prometheus duration such as 15d, 12h or 2w"),
+            storage_size=pnode.quantity("storageSize", dp.storage_size, "50Gi"),
+            storage_class=pnode.str("storageClass", None),
+        )
+        pnode.done()
+    gnode = _piece(node, "grafana")
+    if gnode is not None:
+        grafana = GrafanaConfig(iframe_host=gnode.str(
+            "iframeHost", GrafanaConfig.iframe_host, pattern=HTTP_URL,
+            rule="expected the URL a browser reaches Grafana at, such as http://localhost:3000"))
+        gnode.done()
+        if prometheus is None:
+            p.bad(gnode.key("enabled"), True, "Grafana shows the Ray dashboards from this platform's Prometheus; "
+                                              "enable observability.prometheus too")
+    dnode = _piece(node, "dcgmExporter")
+    if dnode is not None:
+        dnode.done()
+    lnode = _piece(node, "logShipping")
+    if lnode is not None:
+        dl = LogShippingConfig()
+        log_shipping = LogShippingConfig(
+            destination=lnode.str("destination", dl.destination, choices=LOG_DESTINATIONS),
+            retention_days=lnode.int("retentionDays", dl.retention_days),
+        )
+        days = log_shipping.retention_days
+        if isinstance(days, int) and days not in CLOUDWATCH_RETENTION_DAYS:
+            p.bad(lnode.key("retentionDays"), days,
+                  f"CloudWatch Logs accepts: {', '.join(map(str, CLOUDWATCH_RETENTION_DAYS))}")
+        if log_shipping.destination == "none":
+            p.bad(lnode.key("destination"), "none", "contradicts enabled: true; set logShipping.enabled: false")
+            log_shipping = None
+        elif cluster is not None and cluster.provider == "existing":
+            p.bad(lnode.key("enabled"), True,
+                  "shipping to CloudWatch needs an IAM role for service accounts (IRSA), which only EKS "
+                  "platform stacks create; set observability.logShipping.enabled: false")
+        lnode.done()
+    node.done()
+    return ObservabilityConfig(namespace=namespace, prometheus=prometheus, grafana=grafana,
+                               dcgm_exporter=dnode is not None, log_shipping=log_shipping)
 
 
 # --------------------------------------------------------------------------- team
@@ -841,16 +983,16 @@ def _worker_group_caps(p: _Problems, node: _Node, cluster: RayClusterConfig | No
 
 
 def _parse_kuberay(p: _Problems, node: _Node, kind: str | None,
-                   cluster: RayClusterConfig | None) -> KubeRayJob | KubeRayService | None:
+                   cluster: RayClusterConfig | None) -> KubeRayJobConfig | KubeRayServiceConfig | None:
     kr = node.child("kuberay", required=True, example="'{\"codeUri\": \"s3://my-bucket/ray-platform/jobs-1.0.0.zip\"}'")
     if kr is None:
         return None
     code_uri = kr.str("codeUri", _MISSING, "s3://my-bucket/ray-platform/jobs-1.0.0.zip")
     _check_code_uri(p, kr.key("codeUri"), code_uri)
-    cfg: KubeRayJob | KubeRayService
+    cfg: KubeRayJobConfig | KubeRayServiceConfig
     if kind == "serve":
-        ds = KubeRayService(code_uri="")
-        cfg = KubeRayService(
+        ds = KubeRayServiceConfig(code_uri="")
+        cfg = KubeRayServiceConfig(
             code_uri=code_uri or "",
             upgrade_strategy=kr.str("upgradeStrategy", ds.upgrade_strategy, choices=UPGRADE_STRATEGIES),
             service_type=kr.str("serviceType", ds.service_type, choices=SERVICE_TYPES),
@@ -863,9 +1005,9 @@ def _parse_kuberay(p: _Problems, node: _Node, kind: str | None,
             p.bad(kr.key("clusterDeletionDelaySeconds"), cfg.cluster_deletion_delay_seconds,
                   "only with upgradeStrategy: NewCluster (how long the old cluster outlives the switch)")
     else:
-        dj = KubeRayJob(code_uri="")
+        dj = KubeRayJobConfig(code_uri="")
         ephemeral = kr.bool("ephemeral", dj.ephemeral)
-        cfg = KubeRayJob(
+        cfg = KubeRayJobConfig(
             code_uri=code_uri or "", ephemeral=ephemeral,
             worker_groups=_worker_group_caps(p, kr, cluster),
             ttl_seconds_after_finished=kr.int("ttlSecondsAfterFinished", dj.ttl_seconds_after_finished, minimum=0),
@@ -920,14 +1062,14 @@ def _parse_job(p: _Problems, node: _Node, clusters: Mapping[str, RayClusterConfi
         if key in cfg.runtime_env:
             p.bad(f"{node.key('runtimeEnv')}.{key}", cfg.runtime_env[key],
                   "set by the platform (the jobs/ package is shipped and hashed for you, or kuberay.codeUri)")
-    if isinstance(kuberay, KubeRayService):
+    if isinstance(kuberay, KubeRayServiceConfig):
         if rnode is not None:
             p.bad(node.key("resources"), node.data["resources"],
                   "a RayService has no driver to reserve resources for; size the Serve replicas with "
                   "settings.num_cpus / use_gpu")
         if cfg.wait == "running":
             p.bad(node.key("wait"), cfg.wait, "a RayService is waited for until it is Ready: use succeeded or none")
-    elif isinstance(kuberay, KubeRayJob) and resources.memory is not None:
+    elif isinstance(kuberay, KubeRayJobConfig) and resources.memory is not None:
         p.bad(f"{node.key('resources')}.memoryBytes", resources.memory,
               "a RayJob cannot reserve entrypoint memory (the CRD has no field for it); use cpus/gpus, "
               "or submission: sdk")
@@ -939,7 +1081,7 @@ def rayservice_owners(jobs: tuple[JobConfig, ...]) -> dict[str, JobConfig]:
     """RayCluster name -> the serve job whose RayService owns (creates and upgrades) that cluster."""
     owners: dict[str, JobConfig] = {}
     for job in jobs:
-        if isinstance(job.kuberay, KubeRayService):
+        if isinstance(job.kuberay, KubeRayServiceConfig):
             owners.setdefault(job.cluster, job)
     return owners
 
@@ -954,7 +1096,7 @@ def _check_rayservice_ownership(p: _Problems, jobs: tuple[JobConfig, ...]) -> No
                 p.bad(path, job.cluster, f"the RayService takes its cluster's name, which KubeRay limits to "
                                          f"{KUBERAY_CR_NAME_MAX} characters")
             continue
-        what = "one RayService per cluster" if isinstance(job.kuberay, KubeRayService) else \
+        what = "one RayService per cluster" if isinstance(job.kuberay, KubeRayServiceConfig) else \
             "no RayCluster of that name exists for this job to run on"
         p.bad(path, job.cluster, f"RayCluster {job.cluster!r} is owned by the RayService of job {owner.name!r} "
                                  f"(submission: kuberay); {what}")
@@ -1020,13 +1162,16 @@ def max_demand(clusters: tuple[RayClusterConfig, ...]) -> Demand:
     cpu = memory = 0.0
     gpus = pods = 0
     for c in clusters:
+        # Every Ray pod of a team that ships its logs also runs the Fluent Bit sidecar.
+        shipper_cpu = _quantity_value(LOG_SHIPPER_CPU) if c.observability.log_shipping else 0.0
+        shipper_memory = _quantity_value(LOG_SHIPPER_MEMORY) if c.observability.log_shipping else 0.0
         # The head pod runs Ray and the autoscaler sidecar.
-        cpu += _quantity_value(c.head.cpu) + _quantity_value(c.autoscaler_cpu)
-        memory += _quantity_value(c.head.memory) + _quantity_value(c.autoscaler_memory)
+        cpu += _quantity_value(c.head.cpu) + _quantity_value(c.autoscaler_cpu) + shipper_cpu
+        memory += _quantity_value(c.head.memory) + _quantity_value(c.autoscaler_memory) + shipper_memory
         pods += 1
         for g in c.worker_groups:
-            cpu += _quantity_value(g.cpu) * g.max_replicas
-            memory += _quantity_value(g.memory) * g.max_replicas
+            cpu += (_quantity_value(g.cpu) + shipper_cpu) * g.max_replicas
+            memory += (_quantity_value(g.memory) + shipper_memory) * g.max_replicas
             gpus += g.gpus * g.max_replicas
             pods += g.max_replicas
     return Demand(cpu=cpu, memory=memory, gpus=gpus, pods=pods)
@@ -1038,7 +1183,7 @@ def ephemeral_cluster(job: JobConfig, base: RayClusterConfig) -> RayClusterConfi
     Without GCS fault tolerance: a cluster that lives for one job has no state worth keeping
     across a head restart, and it would only add load on the long-lived cluster's Redis.
     """
-    caps = job.kuberay.worker_groups if isinstance(job.kuberay, KubeRayJob) else {}
+    caps = job.kuberay.worker_groups if isinstance(job.kuberay, KubeRayJobConfig) else {}
     groups = tuple(
         replace(g, max_replicas=caps[g.name], min_replicas=min(g.min_replicas, caps[g.name]),
                 replicas=min(g.replicas, caps[g.name])) if caps else g
@@ -1061,12 +1206,13 @@ def kuberay_demand(jobs: tuple[JobConfig, ...], clusters: tuple[RayClusterConfig
     total = Demand(cpu=0.0, memory=0.0, gpus=0, pods=0)
     for job in jobs:
         base = by_name.get(job.cluster)
-        if isinstance(job.kuberay, KubeRayJob):
+        if isinstance(job.kuberay, KubeRayJobConfig):
             total = _plus(total, Demand(cpu=_quantity_value(SUBMITTER_CPU), memory=_quantity_value(SUBMITTER_MEMORY),
                                         gpus=0, pods=1))
             if job.kuberay.ephemeral and base is not None:
                 total = _plus(total, max_demand((ephemeral_cluster(job, base),)))
-        elif isinstance(job.kuberay, KubeRayService) and job.kuberay.upgrade_strategy == "NewCluster" and base:
+        elif isinstance(job.kuberay, KubeRayServiceConfig) and job.kuberay.upgrade_strategy == "NewCluster" \
+                and base is not None:
             total = _plus(total, max_demand((base,)))
     return total
 
@@ -1143,6 +1289,17 @@ def _check_limit_range(p: _Problems, team: TeamConfig, clusters: tuple[RayCluste
             _check_not_above(p, f"{path}.memory", memory, lr.max_memory, "the team's limitRange.maxMemory")
 
 
+def _check_observability_against_platform(p: _Problems, wanted: RayObservability,
+                                           platform: PlatformConfig) -> None:
+    offered = platform.observability
+    if wanted.metrics and offered.prometheus is None:
+        p.bad(f"{_ns('observability')}.metrics", True,
+              f"platform stack {platform.stack!r} installs no Prometheus (its observability.prometheus)")
+    if wanted.log_shipping and offered.log_shipping is None:
+        p.bad(f"{_ns('observability')}.logShipping", True,
+              f"platform stack {platform.stack!r} ships no logs (its observability.logShipping)")
+
+
 def _check_against_platform(p: _Problems, team: TeamConfig | None, clusters: tuple[RayClusterConfig, ...],
                             platform: PlatformConfig) -> None:
     watched = platform.kuberay.watch_namespaces
@@ -1192,7 +1349,9 @@ def _parse_team_stack(p: _Problems, root: _Node, stack: str, environment: str | 
     platform_stack = root.str("platformStack", _MISSING, "my-org/ray-platform/dev", pattern=STACK_REF,
                               rule="expected a stack reference such as my-org/ray-platform/dev")
     team = _parse_team(p, root)
-    clusters = tuple(_parse_ray_cluster(p, n) for n in root.children("rayClusters", required=True))
+    observability = _parse_team_observability(root)
+    clusters = tuple(replace(_parse_ray_cluster(p, n), observability=observability)
+                     for n in root.children("rayClusters", required=True))
     if root.raw("rayClusters") is not _MISSING and not clusters:
         p.bad(_ns("rayClusters"), [], "declare at least one RayCluster")
     names = [c.name for c in clusters]
@@ -1219,19 +1378,31 @@ def _parse_team_stack(p: _Problems, root: _Node, stack: str, environment: str | 
         platform = platform_lookup(platform_stack.rsplit("/", 1)[-1])
         if platform is not None:
             _check_against_platform(p, team, clusters, platform)
+            _check_observability_against_platform(p, observability, platform)
     if team is None or platform_stack is None or not clusters:
         return None
     return TeamStackConfig(stack=stack, environment=environment or "", platform_stack=platform_stack,
                            team=team, ray_clusters=clusters, jobs=jobs, dashboard=dashboard,
-                           redis_password=redis_password, dashboard_token=dashboard_token)
+                           redis_password=redis_password, dashboard_token=dashboard_token,
+                           observability=observability)
+
+
+def _parse_team_observability(root: _Node) -> RayObservability:
+    node = root.child("observability")
+    if node is None:
+        return RayObservability()
+    cfg = RayObservability(metrics=node.bool("metrics", False), log_shipping=node.bool("logShipping", False))
+    node.done()
+    return cfg
 
 
 # --------------------------------------------------------------------------- entry points
 
-PLATFORM_KEYS = ("layer", "environment", "cluster", "network", "gpuPools", "addons", "kuberay", "kubeconfig")
+PLATFORM_KEYS = ("layer", "environment", "cluster", "network", "gpuPools", "addons", "kuberay", "kubeconfig",
+                 "observability", "grafanaAdminPassword")
 TEAM_KEYS = ("layer", "environment", "platformStack", "team", "rayClusters", "jobs", "dashboard",
-             "redisPassword", "dashboardToken")
-SECRET_KEYS = ("kubeconfig", "redisPassword", "dashboardToken")
+             "redisPassword", "dashboardToken", "observability")
+SECRET_KEYS = ("kubeconfig", "redisPassword", "dashboardToken", "grafanaAdminPassword")
 
 
 def parse(raw: Mapping[str, Any], stack: str, aws_region: str | None = None,

@@ -15,6 +15,8 @@ NODE_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
 )
 EKS_ADMIN_ACCESS_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+# What the EBS CSI driver add-on needs to create, attach and delete volumes (AWS-managed).
+EBS_CSI_DRIVER_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
 
 
 def service_assume_role_policy(service: str) -> Policy:
@@ -34,21 +36,22 @@ def irsa_trust_policy(oidc_provider_arn: str, oidc_issuer_url: str, namespace: s
     """Trust policy for IRSA: only one ServiceAccount of one namespace may assume the role.
 
     Both `sub` and `aud` are pinned; without `aud` any token minted by the cluster for
-    another audience would be accepted.
+    another audience would be accepted. A `*` in `namespace` or `service_account` (e.g. every
+    team namespace, `team-*`) turns the subject into a StringLike match; the audience stays exact.
     """
     issuer = oidc_issuer_url.removeprefix("https://")
+    subject = f"system:serviceaccount:{namespace}:{service_account}"
+    audience = {f"{issuer}:aud": "sts.amazonaws.com"}
+    condition: dict[str, dict[str, str]] = (
+        {"StringLike": {f"{issuer}:sub": subject}, "StringEquals": audience} if "*" in subject
+        else {"StringEquals": {f"{issuer}:sub": subject, **audience}})
     return {
         "Version": "2012-10-17",
         "Statement": [{
             "Effect": "Allow",
             "Principal": {"Federated": oidc_provider_arn},
             "Action": "sts:AssumeRoleWithWebIdentity",
-            "Condition": {
-                "StringEquals": {
-                    f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}",
-                    f"{issuer}:aud": "sts.amazonaws.com",
-                },
-            },
+            "Condition": condition,
         }],
     }
 
@@ -95,6 +98,23 @@ def cluster_autoscaler_policy(cluster_name: str) -> Policy:
                 },
             },
         ],
+    }
+
+
+def log_shipping_policy(log_group_arn: str) -> Policy:
+    """Fluent Bit's cloudwatch_logs output into one existing log group, nothing else.
+
+    No CreateLogGroup (the platform creates the group with its retention) and no reads:
+    a Ray pod can append its logs but cannot read another team's.
+    """
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "AppendRayLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
+            "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"],
+        }],
     }
 
 

@@ -15,6 +15,7 @@ from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs, pool_labels
 from components.kuberay_operator import KubeRayOperator, KubeRayOperatorArgs
 from components.network import Network, NetworkArgs
 from components.nvidia_device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
+from components.observability import EksAccess, Observability, ObservabilityArgs, platform_outputs
 from components.versions import KUBERAY_VERSION, RAY_VERSION
 
 
@@ -36,8 +37,9 @@ def build_platform(cfg: PlatformConfig) -> dict[str, Any]:
         "rayVersion": RAY_VERSION,
     }
     node_selector: dict[str, str] | None = None
+    eks: EksAccess | None = None
     if cfg.is_eks:
-        provider, eks_outputs = _build_eks(cfg)
+        provider, eks_outputs, eks = _build_eks(cfg)
         outputs.update(eks_outputs)
         node_selector = SYSTEM_NODE_SELECTOR
     else:
@@ -52,10 +54,15 @@ def build_platform(cfg: PlatformConfig) -> dict[str, Any]:
     KubeRayOperator(f"{name}-kuberay", KubeRayOperatorArgs(
         namespace=cfg.kuberay.namespace, watch_namespaces=cfg.kuberay.watch_namespaces,
         node_selector=node_selector), opts=k8s_opts)
+    # Team stacks read this even when nothing is installed: it tells them what they may opt into.
+    outputs["observability"] = Observability(f"{name}-observability", ObservabilityArgs(
+        config=cfg.observability, cluster_name=name, kuberay_namespace=cfg.kuberay.namespace,
+        grafana_admin_password=cfg.grafana_admin_password, node_selector=node_selector, eks=eks),
+        opts=k8s_opts).outputs if cfg.observability.installs_anything else platform_outputs(cfg.observability, None)
     return outputs
 
 
-def _build_eks(cfg: PlatformConfig) -> tuple[k8s.Provider, dict[str, Any]]:
+def _build_eks(cfg: PlatformConfig) -> tuple[k8s.Provider, dict[str, Any], EksAccess]:
     name = cfg.cluster.name
     region = cfg.aws_region or ""
     network = Network(f"{name}-net", NetworkArgs(config=cfg.network, cluster_name=name))
@@ -81,4 +88,5 @@ def _build_eks(cfg: PlatformConfig) -> tuple[k8s.Provider, dict[str, Any]]:
         "vpcId": network.vpc_id,
         "privateSubnetIds": network.private_subnet_ids,
         "gpuNodeGroups": [pool.node_group.node_group_name for pool in pools],
-    }
+    }, EksAccess(region=region, cluster_name=cluster.cluster_name, oidc_provider_arn=cluster.oidc_provider_arn,
+                 oidc_issuer_url=cluster.oidc_issuer_url)

@@ -1,8 +1,15 @@
-"""From a team stack's `jobs:` config to post-deploy hook resources (RayJob).
+"""From a team stack's `jobs:` config to the resources that run them after deploy.
 
-The job code is shipped by path (the `jobs/` package as a runtime_env py_module) and
-identified by a hash of its files, never imported: a change to any job file changes
-every job's submission id, which `pulumi preview` shows as a replacement.
+Per job, `submission` picks how it reaches the cluster; the job code, its entrypoint and its
+settings are the same either way:
+
+* `sdk` (default): a post-deploy hook (components/ray_job.py) submits through the Ray Job SDK,
+  to the dashboard URL or through an API-server tunnel (`dashboard.access`). The code is shipped
+  by path (the `jobs/` package as a runtime_env py_module) and identified by a hash of its files,
+  never imported: a change to any job file changes every job's submission id, which
+  `pulumi preview` shows as a replacement.
+* `kuberay`: a KubeRay custom resource, a RayJob (components/ray_job_cr.py) or for a serve job a
+  RayService (components/ray_service.py), with the code from `kuberay.codeUri`.
 """
 from __future__ import annotations
 
@@ -10,13 +17,17 @@ import hashlib
 import json
 import shlex
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
 
-from components.config import JobConfig, TeamStackConfig
+from components.config import JobConfig, KubeRayJobConfig, KubeRayServiceConfig, TeamStackConfig
+from components.kuberay_wait import ClusterAccess
 from components.ray_job import RayJob, RayJobArgs
+from components.ray_job_cr import RayJobCr, RayJobCrArgs
+from components.ray_service import RayService, RayServiceArgs
 
 JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
 
@@ -52,7 +63,9 @@ def cluster_url(template: str, cluster: str, namespace: str) -> str:
 
 def ray_job_args(job: JobConfig, *, dashboard_url: pulumi.Input[str], serve_endpoint_base: str | None,
                  auth_token: pulumi.Input[str] | None, code_hash: str, team: str,
-                 jobs_dir: Path = JOBS_DIR) -> RayJobArgs:
+                 jobs_dir: Path = JOBS_DIR, dashboard_access: str = "url",
+                 kubeconfig: pulumi.Input[str] | None = None, kube_context: pulumi.Input[str] | None = None,
+                 namespace: str | None = None) -> RayJobArgs:
     app_name, route_prefix = serve_names(job) if job.kind == "serve" else (None, None)
     return RayJobArgs(
         job_name=job.name,
@@ -71,26 +84,70 @@ def ray_job_args(job: JobConfig, *, dashboard_url: pulumi.Input[str], serve_endp
         serve_app_name=app_name,
         serve_route_prefix=route_prefix,
         serve_endpoint_base=serve_endpoint_base if job.kind == "serve" else None,
+        dashboard_access=dashboard_access,
+        kubeconfig=kubeconfig if dashboard_access == "tunnel" else None,
+        kube_context=kube_context if dashboard_access == "tunnel" else None,
+        namespace=namespace if dashboard_access == "tunnel" else None,
+        cluster_name=job.cluster if dashboard_access == "tunnel" else None,
     )
 
 
+@dataclass
+class DeclaredJobs:
+    # Per job: the stack's `jobs` output entry.
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Cluster name -> the RayService that owns it (declared instead of a RayCluster).
+    services: dict[str, RayService] = field(default_factory=dict)
+
+
 def declare_jobs(cfg: TeamStackConfig, depends_on: Mapping[str, list[pulumi.Resource]],
-                 parent: pulumi.Resource | None = None) -> dict[str, RayJob]:
-    """One RayJob per configured job, ordered by dependsOn (and after its RayCluster)."""
-    if not cfg.jobs or cfg.dashboard is None:
-        return {}
+                 access: ClusterAccess) -> DeclaredJobs:
+    """One resource per configured job, in order: each after its cluster and the jobs it depends on.
+
+    `depends_on` maps a RayCluster's name to what a job on it must wait for (its RayCluster);
+    clusters owned by a RayService are not in it.
+    """
+    declared = DeclaredJobs()
+    if not cfg.jobs:
+        return declared
+    namespace, team = cfg.team.namespace, cfg.team.name
+    clusters = {c.name: c for c in cfg.ray_clusters}
     code_hash = jobs_code_hash()
     token = pulumi.Output.secret(cfg.dashboard_token) if cfg.dashboard_token else None
-    created: dict[str, RayJob] = {}
+    done: dict[str, pulumi.Resource] = {}
     for job in cfg.jobs:
-        namespace = cfg.team.namespace
-        args = ray_job_args(
-            job, dashboard_url=cluster_url(cfg.dashboard.url, job.cluster, namespace),
-            serve_endpoint_base=cluster_url(cfg.dashboard.serve_url, job.cluster, namespace),
-            auth_token=token, code_hash=code_hash, team=cfg.team.name)
-        created[job.name] = RayJob(
-            f"{cfg.team.name}-job-{job.name}", args,
-            opts=pulumi.ResourceOptions(
-                parent=parent,
-                depends_on=[*depends_on.get(job.cluster, []), *(created[d] for d in job.depends_on)]))
-    return created
+        after = (*depends_on.get(job.cluster, []), *(done[d] for d in job.depends_on))
+        serve_base = cluster_url(cfg.dashboard.serve_url, job.cluster, namespace)
+        route = serve_names(job)[1] if job.kind == "serve" else None
+        if isinstance(job.kuberay, KubeRayServiceConfig):
+            service = RayService(
+                f"{team}-{job.cluster}", RayServiceArgs(
+                    job=job, cluster=clusters[job.cluster], namespace=namespace, team=team,
+                    settings=effective_settings(job), access=access, network_policy=cfg.team.network_policy,
+                    redis_password=cfg.redis_password, auth_token=cfg.dashboard_token, depends_on=after),
+                opts=access.k8s_opts)
+            declared.services[job.cluster] = service
+            done[job.name] = service.done
+            declared.outputs[job.name] = {
+                "submission": "kuberay", "resource": f"RayService/{namespace}/{job.cluster}",
+                "status": service.status, "endpoint": f"{serve_base.rstrip('/')}{route}"}
+        elif isinstance(job.kuberay, KubeRayJobConfig):
+            cr = RayJobCr(f"{team}-rayjob-{job.name}", RayJobCrArgs(
+                job=job, cluster=clusters[job.cluster], namespace=namespace, team=team, entrypoint=entrypoint(job),
+                access=access, depends_on=after), opts=access.k8s_opts)
+            done[job.name] = cr.done
+            declared.outputs[job.name] = {"submission": "kuberay", "resource": f"RayJob/{namespace}/{cr.cr_name}",
+                                          "status": cr.status}
+        else:
+            hook = RayJob(
+                f"{team}-job-{job.name}", ray_job_args(
+                    job, dashboard_url=cluster_url(cfg.dashboard.url, job.cluster, namespace),
+                    serve_endpoint_base=serve_base, auth_token=token, code_hash=code_hash, team=team,
+                    dashboard_access=cfg.dashboard.access, kubeconfig=access.kubeconfig,
+                    kube_context=access.context, namespace=namespace),
+                opts=pulumi.ResourceOptions(depends_on=list(after)))
+            done[job.name] = hook
+            declared.outputs[job.name] = {
+                "submission": "sdk", "submissionId": hook.submission_id, "status": hook.status,
+                "jobUrl": hook.job_url, "endpoint": hook.endpoint, "result": hook.result}
+    return declared

@@ -8,12 +8,20 @@ Scheduling contract with the platform layer (constants shared with the GPU node 
 GPU worker groups tolerate the GPU taint and select the pool's label; everything without
 GPUs (head, CPU workers) is kept off GPU nodes by node affinity and, should it land on one
 anyway, sees no GPU because `NVIDIA_VISIBLE_DEVICES=void` hides them from the NVIDIA runtime.
+
+Observability contract with the platform layer (the team opts in, RayClusterConfig.observability):
+the platform-dependent values (Prometheus and Grafana URLs, log group, region, IAM role) are
+not in this object but in the team's ConfigMap `observability_config_map` builds from the
+platform stack's `observability` output, which the pods reference by key. So this object stays
+a pure function of the team's own config, whatever the platform deployed.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from components.config import RayClusterConfig, WorkerGroupConfig
+from components import log_shipping
+from components.config import RayClusterConfig, RayObservability, WorkerGroupConfig
 from components.constants import (
     GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, LABEL_PREFIX, NODE_POOL_LABEL,
     PROJECT, RAY_CLIENT_PORT, RAY_DASHBOARD_PORT, RAY_GCS_PORT, RAY_METRICS_PORT, RAY_SERVE_PORT,
@@ -51,6 +59,24 @@ AUTOSCALER_VERSION = "v2"
 SHM_VOLUME = "dshm"
 HEAD_CONTAINER = "ray-head"
 WORKER_CONTAINER = "ray-worker"
+
+# Besides each node's metrics port, the head serves the autoscaler's metrics (its sidecar
+# container shares the pod's network) and the dashboard's own; Ray's Grafana dashboards use
+# the autoscaler's. Declared as container ports so a PodMonitor can select them by name.
+AUTOSCALER_METRICS_PORT = 44217
+DASHBOARD_METRICS_PORT = 44227
+METRICS_PORT_NAMES = ("metrics", "as-metrics", "dash-metrics")
+
+# One ConfigMap per team namespace, written from the platform stack's `observability` output.
+OBSERVABILITY_CONFIG_MAP = "ray-platform-observability"
+# Ray's dashboard reads these (ray/dashboard/modules/metrics/metrics_head.py): where it queries
+# Prometheus and checks Grafana from inside the cluster, the datasource its dashboards use, and
+# where a user's browser loads the embedded Grafana panels from.
+PROMETHEUS_HOST_ENV = "RAY_PROMETHEUS_HOST"
+PROMETHEUS_NAME_ENV = "RAY_PROMETHEUS_NAME"
+GRAFANA_HOST_ENV = "RAY_GRAFANA_HOST"
+GRAFANA_IFRAME_HOST_ENV = "RAY_GRAFANA_IFRAME_HOST"
+GRAFANA_CLUSTER_FILTER_ENV = "RAY_GRAFANA_CLUSTER_FILTER"
 
 
 # --------------------------------------------------------------------------- names
@@ -144,6 +170,24 @@ def _gpu_toleration() -> dict[str, str]:
     return {"key": GPU_TAINT_KEY, "operator": "Equal", "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT}
 
 
+def _metrics_env(cluster: str) -> list[dict[str, Any]]:
+    # Optional references: a platform without Grafana leaves its keys out of the ConfigMap, and
+    # the dashboard then simply shows no embedded panels.
+    refs = [{"name": key, "valueFrom": {"configMapKeyRef": {"name": OBSERVABILITY_CONFIG_MAP, "key": key,
+                                                            "optional": True}}}
+            for key in (PROMETHEUS_HOST_ENV, PROMETHEUS_NAME_ENV, GRAFANA_HOST_ENV, GRAFANA_IFRAME_HOST_ENV)]
+    # The embedded panels show this cluster (the PodMonitors label its series ray_io_cluster).
+    return [*refs, {"name": GRAFANA_CLUSTER_FILTER_ENV, "value": cluster}]
+
+
+def _ship_logs(template: dict[str, Any]) -> None:
+    """Put /tmp/ray of the pod's Ray container on a volume the Fluent Bit sidecar reads."""
+    spec = template["spec"]
+    spec["containers"][0]["volumeMounts"].append(log_shipping.ray_logs_mount())
+    spec["volumes"].extend(log_shipping.volumes(OBSERVABILITY_CONFIG_MAP))
+    spec["initContainers"] = [log_shipping.sidecar(OBSERVABILITY_CONFIG_MAP)]
+
+
 def _pod_template(container: dict[str, Any], shm_size: str, gpus: int, gpu_pool: str | None,
                   labels: dict[str, str]) -> dict[str, Any]:
     spec: dict[str, Any] = {
@@ -171,7 +215,11 @@ def head_group_spec(cfg: RayClusterConfig, labels: dict[str, str]) -> dict[str, 
     head = cfg.head
     ports = [_port("gcs-server", RAY_GCS_PORT), _port("dashboard", RAY_DASHBOARD_PORT),
              _port("client", RAY_CLIENT_PORT), _port("serve", RAY_SERVE_PORT), _port("metrics", RAY_METRICS_PORT)]
+    if cfg.observability.metrics:
+        ports += [_port("as-metrics", AUTOSCALER_METRICS_PORT), _port("dash-metrics", DASHBOARD_METRICS_PORT)]
     container = _ray_container(HEAD_CONTAINER, RAY_IMAGE_CPU, head.cpu, head.memory, 0, ports)
+    if cfg.observability.metrics:
+        container["env"] += _metrics_env(cfg.name)
     params = {
         **_ray_start_params(0),
         # The dashboard must listen on the pod IP for the head Service to reach it.
@@ -185,6 +233,8 @@ def head_group_spec(cfg: RayClusterConfig, labels: dict[str, str]) -> dict[str, 
         "rayStartParams": params,
         "template": _pod_template(container, head.shm_size, 0, None, labels),
     }
+    if cfg.observability.log_shipping:
+        _ship_logs(group["template"])
     if head.service_type == "LoadBalancer-internal":
         group["serviceType"] = "LoadBalancer"
         # Annotations on the head Service template itself, where reviewers and policy look.
@@ -192,13 +242,15 @@ def head_group_spec(cfg: RayClusterConfig, labels: dict[str, str]) -> dict[str, 
     return group
 
 
-def worker_group_spec(group: WorkerGroupConfig, labels: dict[str, str]) -> dict[str, Any]:
+def worker_group_spec(group: WorkerGroupConfig, labels: dict[str, str], ship_logs: bool = False) -> dict[str, Any]:
     image = RAY_IMAGE_GPU if group.gpus else RAY_IMAGE_CPU
     container = _ray_container(WORKER_CONTAINER, image, group.cpu, group.memory, group.gpus,
                                [_port("metrics", RAY_METRICS_PORT)])
     template = _pod_template(container, group.shm_size, group.gpus, group.gpu_pool, labels)
     # Ray workers never call the Kubernetes API; only the head's autoscaler does.
     template["spec"]["automountServiceAccountToken"] = False
+    if ship_logs:
+        _ship_logs(template)
     return {
         "groupName": group.name,
         "replicas": group.replicas,
@@ -262,7 +314,8 @@ def ray_cluster(cfg: RayClusterConfig, namespace: str, team: str) -> dict[str, A
         "enableInTreeAutoscaling": True,
         "autoscalerOptions": _autoscaler_options(cfg),
         "headGroupSpec": head_group_spec(cfg, labels),
-        "workerGroupSpecs": [worker_group_spec(g, labels) for g in cfg.worker_groups],
+        "workerGroupSpecs": [worker_group_spec(g, labels, cfg.observability.log_shipping)
+                             for g in cfg.worker_groups],
     }
     ft = _gcs_fault_tolerance_options(cfg)
     if ft is not None:
@@ -279,4 +332,30 @@ def ray_cluster(cfg: RayClusterConfig, namespace: str, team: str) -> dict[str, A
             "annotations": {ENABLE_SERVE_SERVICE_ANNOTATION: "true"},
         },
         "spec": spec,
+    }
+
+
+def observability_config_map(namespace: str, team: str, wanted: RayObservability,
+                             platform: Mapping[str, Any]) -> dict[str, Any]:
+    """The team's ConfigMap the Ray pods read, from the platform stack's `observability` output.
+
+    Only the pieces the team opted into, and of those only what the platform offers (the
+    deploy-time contract check in components/team_layer.py fails the update when a piece the
+    team wants is missing, so a key the pods need is never silently absent).
+    """
+    data: dict[str, str] = {}
+    prometheus, grafana, logs = platform.get("prometheus"), platform.get("grafana"), platform.get("logShipping")
+    if wanted.metrics and prometheus:
+        data[PROMETHEUS_HOST_ENV] = prometheus["url"]
+        data[PROMETHEUS_NAME_ENV] = prometheus["datasource"]
+        if grafana:
+            data[GRAFANA_HOST_ENV] = grafana["url"]
+            data[GRAFANA_IFRAME_HOST_ENV] = grafana["iframeHost"]
+    if wanted.log_shipping and logs:
+        data.update(log_shipping.config_data(logs["logGroup"], logs["region"], logs["roleArn"]))
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": OBSERVABILITY_CONFIG_MAP, "namespace": namespace, "labels": common_labels(team)},
+        "data": data,
     }

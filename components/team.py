@@ -14,8 +14,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.config import TeamConfig
-from components.constants import GPU_RESOURCE, RAY_CLIENT_PORT, RAY_DASHBOARD_PORT, RAY_SERVE_PORT
-from components.ray_cluster_spec import common_labels
+from components.constants import GPU_RESOURCE, RAY_CLIENT_PORT, RAY_DASHBOARD_PORT, RAY_METRICS_PORT, RAY_SERVE_PORT
+from components.ray_cluster_spec import AUTOSCALER_METRICS_PORT, DASHBOARD_METRICS_PORT, common_labels
 
 RAY_GROUP = "ray.io"
 RAY_RESOURCES = ("rayclusters", "rayjobs", "rayservices")
@@ -35,6 +35,8 @@ class TeamArgs:
     # RayClusters whose head Service is an internal load balancer: their heads take traffic
     # from outside the pod network.
     load_balanced_clusters: tuple[str, ...] = ()
+    # The platform's monitoring namespace when the team lets its Prometheus scrape the Ray pods.
+    monitoring_namespace: pulumi.Input[str] | None = None
 
 
 def namespace_labels(team: TeamConfig) -> dict[str, str]:
@@ -94,19 +96,21 @@ def _tcp(*ports: int) -> list[dict[str, Any]]:
     return [{"protocol": "TCP", "port": port} for port in ports]
 
 
-def network_policy_spec(kuberay_namespace: pulumi.Input[str]) -> dict[str, Any]:
-    """Ingress to every pod of the namespace: its own pods, and the KubeRay operator on the dashboard."""
-    return {
-        "podSelector": {},
-        "policyTypes": ["Ingress"],
-        "ingress": [
-            # Ray nodes talk to each other on many ports (GCS, raylets, object manager, workers).
-            {"from": [{"podSelector": {}}]},
-            # The operator reads job and Serve status through the dashboard API.
-            {"from": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: kuberay_namespace}}}],
-             "ports": _tcp(RAY_DASHBOARD_PORT)},
-        ],
-    }
+def network_policy_spec(kuberay_namespace: pulumi.Input[str],
+                        monitoring_namespace: pulumi.Input[str] | None = None) -> dict[str, Any]:
+    """Ingress to every pod of the namespace: its own pods, the KubeRay operator on the dashboard,
+    and, when the team is monitored, the platform's Prometheus on the metrics ports only."""
+    ingress: list[dict[str, Any]] = [
+        # Ray nodes talk to each other on many ports (GCS, raylets, object manager, workers).
+        {"from": [{"podSelector": {}}]},
+        # The operator reads job and Serve status through the dashboard API.
+        {"from": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: kuberay_namespace}}}],
+         "ports": _tcp(RAY_DASHBOARD_PORT)},
+    ]
+    if monitoring_namespace is not None:
+        ingress.append({"from": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: monitoring_namespace}}}],
+                        "ports": _tcp(RAY_METRICS_PORT, AUTOSCALER_METRICS_PORT, DASHBOARD_METRICS_PORT)})
+    return {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": ingress}
 
 
 def load_balancer_policy_spec(cluster: str) -> dict[str, Any]:
@@ -152,7 +156,7 @@ class Team(pulumi.ComponentResource):
         if team.network_policy:
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-netpol", metadata=meta(f"{team.name}-ray-ingress"),
-                spec=network_policy_spec(args.kuberay_namespace), opts=child)
+                spec=network_policy_spec(args.kuberay_namespace, args.monitoring_namespace), opts=child)
             for cluster in args.load_balanced_clusters:
                 k8s.networking.v1.NetworkPolicy(
                     f"{name}-netpol-{cluster}-lb", metadata=meta(f"{cluster}-internal-lb"),

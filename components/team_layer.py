@@ -1,7 +1,11 @@
-"""Wiring of a team stack: the platform stack's outputs, the team's namespace, its RayClusters.
+"""Wiring of a team stack: the platform stack's outputs, the team's namespace, its RayClusters,
+and the jobs that run on them after deploy.
 
 Everything Kubernetes goes through a provider built from the platform stack's kubeconfig
-output, so a team stack can only reach the cluster its platform stack names.
+output, so a team stack can only reach the cluster its platform stack names; the same
+kubeconfig (a secret) lets `pulumi up` tunnel to dashboards and wait for KubeRay resources.
+A cluster owned by a RayService (a `submission: kuberay` serve job) is declared by that
+RayService instead of as a RayCluster.
 """
 from __future__ import annotations
 
@@ -10,10 +14,13 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import TeamStackConfig
+from components.config import RayObservability, TeamStackConfig, rayservice_owners
 from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, RAY_DASHBOARD_PORT, RAY_SERVE_PORT
+from components.kuberay_wait import ClusterAccess
 from components.post_deploy import declare_jobs
 from components.ray_cluster import RayCluster, RayClusterArgs
+from components.ray_cluster_spec import observability_config_map
+from components.ray_service import RayService
 from components.team import Team, TeamArgs
 from components.versions import KUBERAY_VERSION
 
@@ -22,14 +29,20 @@ class PlatformMismatch(Exception):
     """The deployed platform stack does not offer what this team stack was built against."""
 
 
-def check_platform(platform: str, outputs: dict[str, Any]) -> dict[str, Any]:
+def check_platform(platform: str, outputs: dict[str, Any],
+                   observability: RayObservability = RayObservability()) -> dict[str, Any]:
     """Fail the update when the platform stack was deployed from a different contract.
 
     The config check (components/config.py) compares against the platform's stack file;
-    this compares against what is actually deployed: the RayCluster schema and the GPU
-    taint the tolerations are written for.
+    this compares against what is actually deployed: the RayCluster schema, the GPU
+    taint the tolerations are written for, and the observability pieces the team opted into.
     """
     problems = []
+    offered = outputs.get("observability") or {}
+    if observability.metrics and not offered.get("prometheus"):
+        problems.append("the team opted into metrics (observability.metrics) but the platform runs no Prometheus")
+    if observability.log_shipping and not offered.get("logShipping"):
+        problems.append("the team opted into log shipping (observability.logShipping) but the platform ships no logs")
     if outputs.get("kuberayVersion") != KUBERAY_VERSION:
         problems.append(f"KubeRay {outputs.get('kuberayVersion')} is deployed but these RayClusters are written "
                         f"for {KUBERAY_VERSION}; deploy the platform stack first")
@@ -41,14 +54,11 @@ def check_platform(platform: str, outputs: dict[str, Any]) -> dict[str, Any]:
     return {"stack": platform, "clusterName": outputs.get("clusterName"), "kuberayVersion": KUBERAY_VERSION}
 
 
-def _service_urls(cfg: TeamStackConfig, name: str, cluster: RayCluster) -> dict[str, str]:
+def _service_urls(cfg: TeamStackConfig, name: str, cluster: RayCluster | RayService) -> dict[str, str]:
     namespace = cfg.team.namespace
-    dashboard = f"http://{cluster.head_service}.{namespace}.svc:{RAY_DASHBOARD_PORT}"
-    serve = f"http://{cluster.serve_service}.{namespace}.svc:{RAY_SERVE_PORT}"
-    if cfg.dashboard is not None:
-        # Where the deployer reaches the cluster from (e.g. an internal ingress per cluster).
-        dashboard = cfg.dashboard.url.format(cluster=name, namespace=namespace)
-        serve = cfg.dashboard.serve_url.format(cluster=name, namespace=namespace)
+    # Where people reach the cluster from (by default the in-cluster services; e.g. an internal ingress).
+    dashboard = cfg.dashboard.url.format(cluster=name, namespace=namespace)
+    serve = cfg.dashboard.serve_url.format(cluster=name, namespace=namespace)
     return {
         "name": name,
         "headService": f"{cluster.head_service}.{namespace}.svc",
@@ -59,13 +69,13 @@ def _service_urls(cfg: TeamStackConfig, name: str, cluster: RayCluster) -> dict[
     }
 
 
-def add_job_hooks(cfg: TeamStackConfig, clusters: dict[str, RayCluster]) -> dict[str, Any]:
-    """The post-deploy Ray Job SDK hooks over `cfg.jobs`, each after the RayCluster it runs on."""
-    jobs = declare_jobs(cfg, depends_on={name: [cluster] for name, cluster in clusters.items()})
-    if not jobs:
-        return {}
-    return {"jobs": {name: {"submissionId": job.submission_id, "status": job.status, "jobUrl": job.job_url,
-                            "endpoint": job.endpoint, "result": job.result} for name, job in jobs.items()}}
+def add_job_hooks(cfg: TeamStackConfig, clusters: dict[str, RayCluster],
+                  access: ClusterAccess) -> tuple[dict[str, Any], dict[str, RayService]]:
+    """What runs `cfg.jobs` after deploy, per job an SDK hook or a KubeRay RayJob/RayService (see
+    components/post_deploy.py), each after the RayCluster it runs on; returns the stack outputs
+    and the RayServices, by the name of the cluster each owns."""
+    declared = declare_jobs(cfg, {name: [cluster] for name, cluster in clusters.items()}, access)
+    return ({"jobs": declared.outputs} if declared.outputs else {}), declared.services
 
 
 def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
@@ -74,34 +84,58 @@ def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
     platform = pulumi.StackReference(cfg.platform_stack)
     contract = pulumi.Output.all(
         kuberayVersion=platform.get_output("kuberayVersion"), gpuTaint=platform.get_output("gpuTaint"),
-        clusterName=platform.get_output("clusterName"),
-    ).apply(lambda outputs: check_platform(cfg.platform_stack, outputs))
+        clusterName=platform.get_output("clusterName"), observability=platform.get_output("observability"),
+    ).apply(lambda outputs: check_platform(cfg.platform_stack, outputs, cfg.observability))
+    # Through the contract check: no Kubernetes object is touched on a mismatched platform.
+    kubeconfig = pulumi.Output.all(contract, platform.require_output("kubeconfig")).apply(lambda v: v[1])
     provider = k8s.Provider(
         f"{team_name}-k8s",
-        # Through the contract check: no Kubernetes object is touched on a mismatched platform.
-        kubeconfig=pulumi.Output.all(contract, platform.require_output("kubeconfig")).apply(lambda v: v[1]),
+        kubeconfig=kubeconfig,
         context=platform.get_output("kubeContext"),
         # A team owns only its namespace; the provider must never pick a default one.
         namespace=cfg.team.namespace,
     )
     k8s_opts = pulumi.ResourceOptions(providers={"kubernetes": provider})
-    load_balanced = tuple(c.name for c in cfg.ray_clusters if c.head.service_type == "LoadBalancer-internal")
-    team = Team(team_name, TeamArgs(config=cfg.team, kuberay_namespace=platform.require_output("kuberayNamespace"),
-                                    load_balanced_clusters=load_balanced), opts=k8s_opts)
+    owned = rayservice_owners(cfg.jobs)
+    # A RayService's pods change clusters on upgrade; it declares its own load balancer policy.
+    load_balanced = tuple(c.name for c in cfg.ray_clusters
+                          if c.head.service_type == "LoadBalancer-internal" and c.name not in owned)
+    observability = platform.get_output("observability")
+    team = Team(team_name, TeamArgs(
+        config=cfg.team, kuberay_namespace=platform.require_output("kuberayNamespace"),
+        load_balanced_clusters=load_balanced,
+        monitoring_namespace=observability.apply(lambda o: (o or {}).get("namespace")) if cfg.observability.metrics
+        else None),
+        opts=k8s_opts)
+    # Pods created before the quota and limit defaults exist would escape both; pods that read
+    # the observability ConfigMap would not start before it exists.
+    prerequisites: tuple[pulumi.Resource, ...] = (team.namespace, team.quota, team.limit_range)
+    if cfg.observability.metrics or cfg.observability.log_shipping:
+        # Its metadata does not depend on the platform; its data is the platform's output.
+        metadata = observability_config_map(cfg.team.namespace, team_name, cfg.observability, {})["metadata"]
+        prerequisites += (k8s.core.v1.ConfigMap(
+            f"{team_name}-observability", metadata=metadata,
+            # Through the contract check, like the provider: a missing piece fails the update first.
+            data=pulumi.Output.all(contract, observability).apply(
+                lambda v: observability_config_map(cfg.team.namespace, team_name, cfg.observability, v[1])["data"]),
+            opts=pulumi.ResourceOptions(providers={"kubernetes": provider}, depends_on=[team.namespace])),)
     clusters = {
         c.name: RayCluster(
             f"{team_name}-{c.name}",
             RayClusterArgs(config=c, namespace=cfg.team.namespace, team=team_name,
                            redis_password=cfg.redis_password, auth_token=cfg.dashboard_token,
-                           # Pods created before the quota and limit defaults exist would escape both.
-                           prerequisites=(team.namespace, team.quota, team.limit_range)),
+                           prerequisites=prerequisites),
             opts=k8s_opts,
         )
-        for c in cfg.ray_clusters
+        for c in cfg.ray_clusters if c.name not in owned
     }
+    access = ClusterAccess(kubeconfig=kubeconfig, context=platform.get_output("kubeContext"), k8s_opts=k8s_opts,
+                           prerequisites=prerequisites)
+    job_outputs, services = add_job_hooks(cfg, clusters, access)
+    serving: dict[str, RayCluster | RayService] = {**clusters, **services}
     return {
         "platform": contract,
         "namespace": cfg.team.namespace,
-        "rayClusters": [_service_urls(cfg, name, cluster) for name, cluster in clusters.items()],
-        **add_job_hooks(cfg, clusters),
+        "rayClusters": [_service_urls(cfg, c.name, serving[c.name]) for c in cfg.ray_clusters],
+        **job_outputs,
     }

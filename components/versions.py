@@ -34,3 +34,18 @@ EKS_VERSIONS: dict[str, str] = {
     "1.34": "v1.34.1",
 }
 DEFAULT_EKS_VERSION = "1.34"
+
+# Observability. kube-prometheus-stack 78.5.0 ships prometheus-operator v0.86.1; Helm installs
+# its CRDs on first install only (docs/observability.md, "Upgrading the monitoring stack").
+KUBE_PROMETHEUS_STACK_CHART = "kube-prometheus-stack"
+KUBE_PROMETHEUS_STACK_VERSION = "78.5.0"
+KUBE_PROMETHEUS_STACK_CHART_REPO = "https://prometheus-community.github.io/helm-charts"
+
+# The chart's default image is the exporter of the same release (4.5.2-4.8.1: DCGM 4.5.2).
+DCGM_EXPORTER_CHART = "dcgm-exporter"
+DCGM_EXPORTER_VERSION = "4.8.1"
+DCGM_EXPORTER_CHART_REPO = "https://nvidia.github.io/dcgm-exporter/helm-charts"
+
+# The log-shipping sidecar in Ray pods; the upstream image has the cloudwatch_logs output built in.
+FLUENT_BIT_VERSION = "4.2.0"
+FLUENT_BIT_IMAGE = f"fluent/fluent-bit:{FLUENT_BIT_VERSION}"

@@ -5,7 +5,10 @@ SDK as ``runtime_env={"py_modules": [<abs path of this directory>]}`` and launch
 ``python -m jobs.<name> --config-json '<json>'`` (or with the same JSON in the
 ``RAY_PLATFORM_JOB_CONFIG`` environment variable; the CLI flag wins). Each job's
 config is a frozen dataclass; unknown keys are rejected. Each job ends by printing
-one line ``ray-platform-result: {json}`` that `jobs.common.parse_result` reads back.
+one line ``ray-platform-result: {json}`` that `jobs.common.parse_result` reads back
+(training also prints ``ray-platform-progress: {json}`` lines, one per epoch).
+Shared modules: `common` (stdlib only: config, result line, contract), `data`
+(digits, fixed held-out split) and `model` (MLP, checkpoints, model pointer).
 
 Jobs:
   core   Ray Core tasks and an aggregating actor over the digits pixels.

@@ -10,6 +10,7 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -92,9 +93,11 @@ def _coerce(where: str, value: Any, hint: Any) -> Any:
     if hint is bool:
         require(isinstance(value, bool), f"{where}: expected true/false, got {value!r}")
     elif hint is int:
-        require(isinstance(value, int) and not isinstance(value, bool), f"{where}: expected an integer, got {value!r}")
+        require(isinstance(value, int) and not isinstance(value, bool),
+                f"{where}: expected an integer, got {value!r}")
     elif hint is float:
-        require(isinstance(value, int | float) and not isinstance(value, bool), f"{where}: expected a number, got {value!r}")
+        require(isinstance(value, int | float) and not isinstance(value, bool),
+                f"{where}: expected a number, got {value!r}")
         return float(value)
     elif hint is str:
         require(isinstance(value, str), f"{where}: expected a string, got {value!r}")
@@ -111,25 +114,31 @@ def normalize_storage_path(path: str) -> str:
     return path.rstrip("/") if "://" in path else os.path.abspath(path)
 
 
-def submission_id() -> str:
-    """The Job SDK submission id of this driver, or a fresh unique id outside a job.
-
-    Run names built from it make a new submission start fresh while retries inside
-    the same submission (worker failures) find and resume the same run.
-    """
+def submission_id() -> str | None:
+    """The Job SDK submission id of this driver, if it runs as a submitted job."""
     explicit = os.environ.get("RAY_JOB_SUBMISSION_ID")
     if explicit:
         return explicit
     # The job supervisor hands the driver its submission id only inside this JSON.
-    job_config = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
-    if job_config:
-        try:
-            found = json.loads(job_config).get("metadata", {}).get("job_submission_id")
-        except (ValueError, AttributeError):
-            found = None
-        if isinstance(found, str) and found:
-            return found
-    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    try:
+        found = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("metadata", {}).get(
+            "job_submission_id")
+    except (ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) and found else None
+
+
+def run_id() -> str:
+    """A fresh id for this driver's outputs: `<submission id>-<UTC time>-<random>`.
+
+    The submission id alone is not enough: the post-deploy hook derives it from the
+    job's code and config, so a re-created cluster writing to the same s3:// storage
+    would reuse it, and a Ray Train run under a reused name resumes the old run's
+    snapshot instead of training. Worker failures are retried inside one driver, so
+    they still find and resume the run under this id.
+    """
+    prefix = re.sub(r"[^A-Za-z0-9._-]+", "-", submission_id() or "local")
+    return f"{prefix}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
 
 
 def emit_result(result: Mapping[str, Any]) -> dict[str, Any]:

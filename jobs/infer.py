@@ -25,7 +25,7 @@ import torch
 from ray.data import SaveMode
 
 from jobs.common import (DEFAULT_MODEL_NAME, DEFAULT_STORAGE_PATH, emit_result, join_uri, load_config,
-                         normalize_storage_path, require, run_cli, submission_id)
+                         normalize_storage_path, require, run_cli, run_id)
 from jobs.data import NUM_FEATURES, load_all, load_split
 from jobs.model import load_model, predict_proba, read_pointer
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     storage_path = normalize_storage_path(cfg.storage_path)
     checkpoint_uri = read_pointer(storage_path, cfg.model_name)["checkpoint"]
     output_path = normalize_storage_path(
-        cfg.output_path or join_uri(storage_path, cfg.model_name, "predictions", submission_id()))
+        cfg.output_path or join_uri(storage_path, cfg.model_name, "predictions", run_id()))
 
     # Blocks are already split, so the actor pool is the only operator that needs CPUs.
     dataset = ray.data.from_pandas(input_blocks(cfg.split, cfg.num_blocks))

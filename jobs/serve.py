@@ -24,8 +24,8 @@ Result line: {"app_name", "status", "endpoint", "replicas", "checkpoint", "secon
 # required query parameter and every request fails with 422.
 
 import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -151,22 +151,36 @@ def build_app(config: ServeConfig | dict[str, Any] | None = None) -> Application
 
 
 def _deploy(cfg: ServeConfig) -> None:
-    """serve.run, bounded by ready_timeout_s (serve.run itself would wait forever).
+    """serve.run, bounded by ready_timeout_s: serve.run itself waits forever for
+    replicas that cannot be placed, and keeps waiting even after the app is deleted.
 
-    An app that this call created and that did not come up is deleted, so its
-    pending replicas stop holding CPUs; an app that was already running is left to
-    Serve, which keeps the old replicas serving while an update fails.
+    It runs in a daemon thread so that giving up does not wait for it. An app this
+    call created and that did not come up is deleted, so its pending replicas stop
+    holding CPUs; an app that was already running is left to Serve, which keeps the
+    old replicas serving while an update fails.
     """
     existed = cfg.app_name in serve.status().applications
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        deployed = pool.submit(serve.run, build_app(cfg), name=cfg.app_name,
-                               route_prefix=cfg.route_prefix, blocking=False)
+    failure: list[BaseException] = []
+
+    def deploy() -> None:
         try:
-            deployed.result(timeout=cfg.ready_timeout_s)
-        except Exception:
-            if not existed:
-                serve.delete(cfg.app_name)
-            raise
+            serve.run(build_app(cfg), name=cfg.app_name, route_prefix=cfg.route_prefix, blocking=False)
+        except BaseException as exc:  # re-raised in the main thread below
+            failure.append(exc)
+
+    deployer = threading.Thread(target=deploy, name=f"deploy-{cfg.app_name}", daemon=True)
+    deployer.start()
+    deployer.join(cfg.ready_timeout_s)
+    if deployer.is_alive():
+        status = serve.status().applications.get(cfg.app_name)
+        replicas = {name: dict(d.replica_states) for name, d in status.deployments.items()} if status else {}
+        failure.append(TimeoutError(
+            f"Serve app {cfg.app_name!r} not RUNNING after {cfg.ready_timeout_s:.0f}s; replicas {replicas}: "
+            "does the cluster have free CPUs/GPUs for them?"))
+    if failure:
+        if not existed:
+            serve.delete(cfg.app_name)
+        raise failure[0]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

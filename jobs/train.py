@@ -7,9 +7,13 @@ reached in a few epochs on CPU.
 
 Fault tolerance: `FailureConfig(max_failures=...)` restarts the worker group when a
 worker dies, and the training function resumes from `ray.train.get_checkpoint()`;
-the result reports `resumed_from_epoch` and `restarts` so a resume is visible.
-The run name includes the job submission id: a new submission starts a fresh run
-(re-using a name would resume that run's snapshot), a failure within it resumes.
+the result reports `resumed_from_epoch` and `restarts` (restarts that resumed from
+a checkpoint) so a resume is visible. The run name is `<model_name>-<submission
+id>-<UTC time>-<random>`: every driver starts a fresh run (Ray resumes the snapshot
+of any run whose name is reused, and the post-deploy hook's submission ids are
+deterministic), while worker failures, retried inside the driver, resume it.
+Progress: the Train controller prints one `ray-platform-progress: {...}` line per
+epoch, after Ray has registered that epoch's checkpoint.
 
 After training, the best checkpoint (by held-out accuracy) is published through
 `<storage_path>/<model_name>/latest.json` for infer and serve.
@@ -32,7 +36,7 @@ import ray.train.torch
 import torch
 
 from jobs.common import (DEFAULT_MODEL_NAME, DEFAULT_STORAGE_PATH, config_from_dict, emit_progress, emit_result,
-                         join_uri, load_config, normalize_storage_path, require, run_cli, submission_id)
+                         join_uri, load_config, normalize_storage_path, require, run_cli, run_id)
 from jobs.data import load_split
 from jobs.model import (ACCURACY_BAR, DigitsMLP, evaluate, filesystem_uri, restore_training_state, save_checkpoint,
                         train_epoch, write_pointer)
@@ -126,7 +130,7 @@ class ProgressLogger(ray.train.UserCallback):
 
 
 def run_name_for(cfg: TrainConfig) -> str:
-    return cfg.run_name or f"{cfg.model_name}-{submission_id()}"
+    return cfg.run_name or f"{cfg.model_name}-{run_id()}"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -7,6 +7,8 @@ epoch; ASHA stops weak trials early. Trials ask for `cpus_per_trial` (default
 repeatable.
 
 Search space: lr log-uniform in [lr_min, lr_max], hidden_size from hidden_sizes.
+Trial results go to `<storage_path>/tune/<experiment_name>`; the experiment name is
+fresh per driver unless given, since Tune too resumes a reused experiment.
 
 Result line: {"best_config": {"lr", "hidden_size"}, "accuracy", "trials",
 "completed_trials", "errored_trials", "early_stopped", "experiment", "seconds"}.
@@ -23,7 +25,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from jobs.common import (DEFAULT_STORAGE_PATH, emit_result, join_uri, load_config, normalize_storage_path, require,
-                         run_cli, submission_id)
+                         run_cli, run_id)
 from jobs.data import load_split
 from jobs.model import DigitsMLP, evaluate, train_epoch
 
@@ -70,7 +72,7 @@ def trial(params: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = load_config(TuneJobConfig, argv, prog="jobs.tune")
     started = time.monotonic()
-    experiment = cfg.experiment_name or f"digits-tune-{submission_id()}"
+    experiment = cfg.experiment_name or f"digits-tune-{run_id()}"
     resources = {"cpu": cfg.cpus_per_trial, "gpu": 1 if cfg.use_gpu else 0}
     tuner = tune.Tuner(
         tune.with_resources(trial, resources),
@@ -89,8 +91,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             scheduler=ASHAScheduler(max_t=cfg.epochs, grace_period=1, reduction_factor=2),
             search_alg=BasicVariantGenerator(random_state=cfg.seed),
         ),
-        run_config=tune.RunConfig(name=experiment, storage_path=join_uri(normalize_storage_path(cfg.storage_path), "tune"),
-                                  verbose=1),
+        run_config=tune.RunConfig(
+            name=experiment, storage_path=join_uri(normalize_storage_path(cfg.storage_path), "tune"), verbose=1),
     )
     results = tuner.fit()
     best = results.get_best_result()

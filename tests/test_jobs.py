@@ -32,12 +32,12 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 from ray.util.state import list_actors
 
 from jobs.common import (CONFIG_ENV_VAR, JOBS_DIR, ConfigError, config_from_json, emit_result, entrypoint,
-                         load_config, parse_progress, parse_result, run_cli, runtime_env)
+                         load_config, parse_progress, parse_result, run_cli, run_id, runtime_env)
 from jobs.core import CoreConfig
 from jobs.data import load_split
 from jobs.infer import InferConfig
 from jobs.model import ACCURACY_BAR, DigitsMLP, load_model, read_pointer, save_checkpoint, write_pointer
-from jobs.serve import ServeConfig
+from jobs.serve import ServeConfig, build_app
 from jobs.train import TrainConfig
 from jobs.tune import TuneJobConfig
 from tools.local_ray import LocalRay, free_port
@@ -130,6 +130,21 @@ def test_parse_progress_reads_actor_prefixed_lines() -> None:
     assert [p["epoch"] for p in parse_progress(logs)] == [1, 2]
 
 
+def test_run_id_is_fresh_and_carries_the_submission_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_JOB_SUBMISSION_ID", raising=False)
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"metadata": {"job_submission_id": "train/x y"}}))
+    first, second = run_id(), run_id()
+    assert first.startswith("train-x-y-") and first != second
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    assert run_id().startswith("local-")
+
+
+def test_serve_app_builder_takes_a_dict() -> None:
+    assert type(build_app({"max_replicas": 3, "num_cpus": 0.5})).__name__ == "Application"
+    with pytest.raises(ConfigError, match="unknown key"):
+        build_app({"replicas": 2})
+
+
 def test_entrypoint_and_runtime_env_contract() -> None:
     config = {"storage_path": "/tmp/it's here", "epochs": 2}
     command = entrypoint("train", config)
@@ -208,7 +223,8 @@ def wait(client: JobSubmissionClient, submission_id: str, timeout: float = JOB_T
     while not (status := client.get_job_status(submission_id)).is_terminal():
         if time.monotonic() > deadline:
             client.stop_job(submission_id)
-            pytest.fail(f"{submission_id} not done in {timeout:.0f}s; logs:\n{client.get_job_logs(submission_id)[-4000:]}")
+            logs = client.get_job_logs(submission_id)[-4000:]
+            pytest.fail(f"{submission_id} not done in {timeout:.0f}s; logs:\n{logs}")
         time.sleep(0.5)
     logs = client.get_job_logs(submission_id)
     return JobRun(submission_id, status, logs, parse_result(logs))
@@ -241,6 +257,7 @@ def test_train_reaches_accuracy_bar_and_publishes_pointer(trained: dict[str, Any
     assert trained["accuracy"] >= ACCURACY_BAR == trained["accuracy_bar"]
     assert (trained["rows_train"], trained["rows_test"], trained["num_workers"]) == (1437, HELD_OUT_ROWS, 2)
     assert (trained["restarts"], trained["resumed_from_epoch"]) == (0, 0)
+    assert trained["run_name"].startswith("digits-raysubmit_")  # fresh run named after the submission
     pointer = read_pointer(storage, "digits")
     assert pointer["checkpoint"] == trained["checkpoint"]
     assert pointer["metrics"]["accuracy"] == trained["accuracy"]

@@ -97,8 +97,10 @@ def start_head(temp_dir: Path, num_cpus: int = 2, log_path: Path | None = None,
     # environment's interpreter first so local jobs find ray, torch and the jobs package.
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{ray_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # Started outside the checkout: job drivers inherit this directory, and from the repo
+    # root `python -m jobs.x` would import the working tree instead of the shipped package.
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env=env)
+                            start_new_session=True, env=env, cwd=temp_dir)
     head = LocalRay(pid=proc.pid, gcs_address=f"127.0.0.1:{gcs_port}",
                     dashboard_url=f"http://127.0.0.1:{dash_port}", temp_dir=str(temp_dir),
                     num_cpus=num_cpus, metrics_port=metrics_port)

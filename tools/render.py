@@ -188,23 +188,26 @@ def _resolve_outputs(stack_outputs: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def _referenced_stacks(flat: dict[str, str]) -> dict[str, Rendered]:
-    """Render the platform stack a team stack references, from stacks/Pulumi.<last segment>.yaml.
+def _referenced_stacks(flat: dict[str, str], stacks_dir: Path) -> dict[str, Rendered]:
+    """Render the platform stack a team stack references, from <stacks_dir>/Pulumi.<last segment>.yaml.
 
     Done before the referencing stack's own run: one mock engine session at a time.
     """
     reference = flat.get(f"{PROJECT}:platformStack")
     if not reference:
         return {}
-    path = STACKS_DIR / f"Pulumi.{reference.rsplit('/', 1)[-1]}.yaml"
-    return {reference: render_stack(path)} if path.exists() else {}
+    path = stacks_dir / f"Pulumi.{reference.rsplit('/', 1)[-1]}.yaml"
+    return {reference: render_stack(path, stacks_dir)} if path.exists() else {}
 
 
-def render_stack(stack_file: Path) -> Rendered:
-    """Run the real program for one stack file under mocks; raises ConfigError on bad config."""
+def render_stack(stack_file: Path, stacks_dir: Path = STACKS_DIR) -> Rendered:
+    """Run the real program for one stack file under mocks; raises ConfigError on bad config.
+
+    StackReferences resolve to stack files in `stacks_dir` (bench/ renders generated stacks).
+    """
     flat, secret_keys = read_stack_file(stack_file)
     name = stack_name(stack_file)
-    references = _referenced_stacks(flat)
+    references = _referenced_stacks(flat, stacks_dir)
     # set_mocks reuses an existing root Stack resource; a fresh one keeps the exports of a
     # previous render (e.g. the referenced platform stack's) out of this one.
     runtime_settings.ROOT.set(None)

@@ -1,0 +1,434 @@
+"""`submission: kuberay` batch jobs as RayJob custom resources (components/ray_job_cr.py), their
+config, the quota they need, and waiting for them (components/kuberay_wait.py).
+
+Every RayJob rendered for every team stack validates strictly against the pinned KubeRay CRD and
+keeps the platform's contracts; the entrypoint and runtime env a RayJob carries run for real on
+the local Ray head, with the code archive as a file:// URI standing in for s3://.
+"""
+from __future__ import annotations
+
+import copy
+import re
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ray.job_submission import JobSubmissionClient
+
+import components.kuberay_wait as wait_mod
+from components.config import (
+    CODE_URI, DNS1035, KUBERAY_CR_NAME_MAX, ConfigError, JobConfig, JobResources, KubeRayJobConfig,
+    RayClusterConfig, TeamStackConfig, WorkerGroupConfig, ephemeral_cluster, kuberay_demand, max_demand, parse,
+    platform_lookup_from_dir, raw_from_pulumi_config, read_stack_file, stack_name,
+)
+from components.constants import GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
+from components.kuberay_wait import KubeRayWaitError, KubeRayWaitProvider, Progress, poll, rayjob_progress
+from components.post_deploy import JOBS_DIR, entrypoint
+from components.ray_job_cr import KIND, SUBMITTER_CONTAINER, ray_job, spec_digest
+from components.versions import RAY_IMAGE_REPOSITORY, RAY_VERSION
+from jobs.common import parse_result
+from tests.stacks import ids, rendered, stack_files
+from tests.test_k8s_tunnel import KUBECONFIG
+from tools.k8s_schema import validate_object
+from tools.local_ray import LocalRay
+from tools.render import STACKS_DIR
+
+Obj = dict[str, Any]
+TEAM = stack_files("team")
+ARCHIVE_TOP = "ray-platform-jobs"
+
+
+def config_of(path: Path) -> TeamStackConfig:
+    flat, _ = read_stack_file(path)
+    raw, region = raw_from_pulumi_config(flat)
+    cfg = parse(raw, stack_name(path), region, platform_lookup_from_dir(STACKS_DIR))
+    assert isinstance(cfg, TeamStackConfig)
+    return cfg
+
+
+def ray_jobs(path: Path) -> list[Obj]:
+    return [m for m in rendered(path).manifests() if m["kind"] == KIND]
+
+
+def pod_specs(spec: Obj) -> list[tuple[str, Obj]]:
+    return [("head", spec["headGroupSpec"]["template"]["spec"])] + [
+        (g["groupName"], g["template"]["spec"]) for g in spec.get("workerGroupSpecs", [])]
+
+
+def jobs_archive(directory: Path) -> str:
+    """The code archive CI publishes (`git archive --prefix=ray-platform-jobs/ HEAD jobs`), as a file:// URI."""
+    path = directory / "jobs-test.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for source in sorted(JOBS_DIR.rglob("*.py")):
+            archive.write(source, f"{ARCHIVE_TOP}/jobs/{source.relative_to(JOBS_DIR).as_posix()}")
+    return path.as_uri()
+
+
+# --- every RayJob of every stack -------------------------------------------------------------
+
+def test_vision_prod_runs_an_ephemeral_rayjob() -> None:
+    (job,) = ray_jobs(STACKS_DIR / "Pulumi.vision-prod.yaml")
+    assert job["spec"]["shutdownAfterJobFinishes"] is True and "rayClusterSpec" in job["spec"]
+
+
+@pytest.mark.parametrize("path", TEAM, ids=ids(TEAM))
+def test_every_rayjob_validates_strictly_against_the_crd(path: Path) -> None:
+    for obj in ray_jobs(path):
+        assert validate_object(obj, "1.34") == [], obj["metadata"]["name"]
+        name = obj["metadata"]["name"]
+        assert DNS1035.match(name) and len(name) <= KUBERAY_CR_NAME_MAX, name
+
+
+@pytest.mark.parametrize("path", TEAM, ids=ids(TEAM))
+def test_every_rayjob_runs_the_jobs_entrypoint_with_remote_code(path: Path) -> None:
+    cfg = config_of(path)
+    jobs = {j.name: j for j in cfg.jobs}
+    for obj in ray_jobs(path):
+        spec = obj["spec"]
+        job = jobs[spec["metadata"]["ray-platform/job-name"]]
+        # Exactly what the SDK path runs (and tests/test_jobs.py runs for real).
+        assert spec["entrypoint"] == entrypoint(job)
+        assert spec["entrypoint"].startswith(f"python -m jobs.{job.kind} --config-json ")
+        env = yaml.safe_load(spec["runtimeEnvYAML"])
+        assert CODE_URI.match(env["working_dir"]) and "py_modules" not in env
+        assert obj["metadata"]["name"] == f"{job.name}-{spec_digest(spec)[:6]}"
+
+
+@pytest.mark.parametrize("path", TEAM, ids=ids(TEAM))
+def test_rayjob_clusters_keep_the_platform_contracts(path: Path) -> None:
+    cfg = config_of(path)
+    declared = {m["metadata"]["name"] for m in rendered(path).manifests() if m["kind"] == "RayCluster"}
+    for obj in ray_jobs(path):
+        spec = obj["spec"]
+        if "clusterSelector" in spec:
+            # The long-lived cluster it selects is declared by the same stack; KubeRay retries
+            # only by creating clusters, so no retries here (and no TTL, which needs shutdown).
+            assert spec["clusterSelector"]["ray.io/cluster"] in declared
+            assert spec["backoffLimit"] == 0 and "rayClusterSpec" not in spec
+            assert not spec.get("shutdownAfterJobFinishes") and not spec.get("ttlSecondsAfterFinished")
+            continue
+        # Ephemeral: always torn down, whatever the outcome.
+        rules = (spec.get("deletionStrategy") or {}).get("deletionRules")
+        assert (spec.get("shutdownAfterJobFinishes") is True and "ttlSecondsAfterFinished" in spec) or rules
+        cluster = spec["rayClusterSpec"]
+        assert cluster["rayVersion"] == RAY_VERSION
+        for group, pod in pod_specs(cluster):
+            (container,) = pod["containers"]
+            repository, tag = container["image"].rsplit(":", 1)
+            assert repository == RAY_IMAGE_REPOSITORY and tag.split("-")[0] == RAY_VERSION, group
+            gpus = container["resources"]["limits"].get(GPU_RESOURCE)
+            assert tag.endswith("-gpu") == (gpus is not None), group
+            if gpus is not None:
+                assert container["resources"]["requests"][GPU_RESOURCE] == gpus
+                assert {"key": GPU_TAINT_KEY, "operator": "Equal", "value": GPU_TAINT_VALUE,
+                        "effect": GPU_TAINT_EFFECT} in pod["tolerations"], group
+        assert "gcsFaultToleranceOptions" not in cluster
+    assert all(j.kuberay is None or j.submission == "kuberay" for j in cfg.jobs)
+
+
+@pytest.mark.parametrize("path", TEAM, ids=ids(TEAM))
+def test_the_submitter_is_light_and_never_holds_an_api_token(path: Path) -> None:
+    for obj in ray_jobs(path):
+        spec = obj["spec"]
+        assert spec["submissionMode"] == "K8sJobMode" and spec["submitterConfig"]["backoffLimit"] >= 1
+        pod = spec["submitterPodTemplate"]["spec"]
+        (container,) = pod["containers"]
+        assert container["name"] == SUBMITTER_CONTAINER and "command" not in container  # KubeRay's own command
+        assert container["image"].split(":")[1].startswith(RAY_VERSION)
+        assert container["resources"]["requests"] == container["resources"]["limits"]
+        assert pod["automountServiceAccountToken"] is False and pod["restartPolicy"] == "Never"
+        assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_vision_prods_ephemeral_cluster_is_capped_and_fits_the_quota() -> None:
+    cfg = config_of(STACKS_DIR / "Pulumi.vision-prod.yaml")
+    train = next(j for j in cfg.jobs if j.name == "train-digits")
+    (job,) = ray_jobs(STACKS_DIR / "Pulumi.vision-prod.yaml")
+    groups = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert [(g["groupName"], g["maxReplicas"]) for g in groups] == [("l40s-spot", 1)]
+    assert (job["spec"]["ttlSecondsAfterFinished"], job["spec"]["activeDeadlineSeconds"],
+            job["spec"]["backoffLimit"]) == (600, 3600, 1)
+    extra = kuberay_demand(cfg.jobs, cfg.ray_clusters)
+    base = next(c for c in cfg.ray_clusters if c.name == "train")
+    assert extra.gpus == 1 and extra.pods == 1 + max_demand((ephemeral_cluster(train, base),)).pods
+    need = max_demand(cfg.ray_clusters)
+    assert need.gpus + extra.gpus <= cfg.team.quota.gpus
+
+
+# --- the builder -------------------------------------------------------------------------------
+
+CLUSTER = RayClusterConfig(name="batch", worker_groups=(
+    WorkerGroupConfig(name="cpu", cpu="2", memory="8Gi", min_replicas=1, replicas=2, max_replicas=4),
+    WorkerGroupConfig(name="gpu", cpu="4", memory="16Gi", gpus=1, max_replicas=2, gpu_pool="g5"),
+))
+
+
+def core_job(**kuberay: Any) -> JobConfig:
+    return JobConfig(name="core-stats", kind="core", cluster="batch", settings={"num_chunks": 4},
+                     resources=JobResources(cpus=0.5),
+                     submission="kuberay", kuberay=KubeRayJobConfig(code_uri="s3://b/jobs-1.zip", **kuberay))
+
+
+def test_the_name_changes_exactly_when_the_spec_does() -> None:
+    job = core_job()
+    first = ray_job(job, CLUSTER, "team-x", "x", entrypoint(job))
+    assert first == ray_job(job, CLUSTER, "team-x", "x", entrypoint(job))
+    changed = core_job(active_deadline_seconds=60)
+    assert ray_job(changed, CLUSTER, "team-x", "x", entrypoint(changed))["metadata"]["name"] != \
+        first["metadata"]["name"]
+    assert first["spec"]["clusterSelector"] == {"ray.io/cluster": "batch"}
+    assert first["spec"]["entrypointNumCpus"] == 0.5 and "entrypointNumGpus" not in first["spec"]
+
+
+def test_ephemeral_clusters_take_only_the_capped_groups_and_no_gcs_state() -> None:
+    job = core_job(ephemeral=True, worker_groups={"cpu": 1})
+    spec = ray_job(job, CLUSTER, "team-x", "x", entrypoint(job))["spec"]
+    (group,) = spec["rayClusterSpec"]["workerGroupSpecs"]
+    assert (group["groupName"], group["minReplicas"], group["replicas"], group["maxReplicas"]) == ("cpu", 1, 1, 1)
+    everything = core_job(ephemeral=True)
+    assert len(ray_job(everything, CLUSTER, "team-x", "x", entrypoint(everything))["spec"]["rayClusterSpec"][
+        "workerGroupSpecs"]) == 2
+
+
+# --- config ------------------------------------------------------------------------------------
+
+BASE: dict[str, Any] = {
+    "layer": "team", "environment": "dev", "platformStack": "org/ray-platform/elsewhere",
+    "team": {"name": "demo", "groups": ["devs"], "quota": {"cpu": "24", "memory": "96Gi", "gpus": 2, "pods": 10}},
+    "rayClusters": [{"name": "batch", "workerGroups": [
+        {"name": "cpu", "cpu": "2", "memory": "8Gi", "maxReplicas": 2},
+        {"name": "gpu", "cpu": "4", "memory": "16Gi", "gpus": 1, "maxReplicas": 1}]}],
+    "jobs": [{"name": "core-stats", "kind": "core", "cluster": "batch", "submission": "kuberay",
+              "kuberay": {"codeUri": "s3://bucket/ray-platform/jobs-1.0.0.zip"}}],
+}
+
+
+def with_job(**changes: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(BASE)
+    job = raw["jobs"][0]
+    for key, value in changes.items():
+        if key.startswith("kuberay_"):
+            job["kuberay"][key.removeprefix("kuberay_")] = value
+        else:
+            job[key] = value
+    return raw
+
+
+def with_quota(raw: dict[str, Any], **quota: Any) -> dict[str, Any]:
+    return {**raw, "team": {**raw["team"], "quota": {**raw["team"]["quota"], **quota}}}
+
+
+def test_kuberay_job_config_defaults() -> None:
+    cfg = parse(BASE, "demo-dev")
+    assert isinstance(cfg, TeamStackConfig)
+    (job,) = cfg.jobs
+    assert job.kuberay == KubeRayJobConfig(code_uri="s3://bucket/ray-platform/jobs-1.0.0.zip")
+    assert (job.kuberay.ephemeral, job.kuberay.ttl_seconds_after_finished, job.kuberay.backoff_limit) == (False, 600, 0)
+    sdk = parse({**BASE, "jobs": [{"name": "c", "kind": "core", "cluster": "batch"}]}, "demo-dev")
+    assert isinstance(sdk, TeamStackConfig) and sdk.jobs[0].kuberay is None and sdk.jobs[0].submission == "sdk"
+
+
+BAD_CASES = [
+    ("unknown submission", with_job(submission="operator"), "ray-platform:jobs[0].submission",
+     "allowed: sdk, kuberay"),
+    ("kuberay without its block", with_job(kuberay=None), "ray-platform:jobs[0].kuberay",
+     "required but not set; fix: pulumi config set --path 'ray-platform:jobs[0].kuberay'"),
+    ("kuberay block on an sdk job", with_job(submission="sdk"), "ray-platform:jobs[0].kuberay",
+     "only with submission: kuberay"),
+    ("no code URI", with_job(kuberay={"ephemeral": True}), "ray-platform:jobs[0].kuberay.codeUri",
+     "required but not set"),
+    ("a local path as code", with_job(kuberay_codeUri="./jobs"), "ray-platform:jobs[0].kuberay.codeUri",
+     "never ships a local path"),
+    ("file:// code", with_job(kuberay_codeUri="file:///srv/jobs.zip"), "ray-platform:jobs[0].kuberay.codeUri",
+     "expected a remote .zip (s3://, gs:// or https://)"),
+    ("code that is not a zip", with_job(kuberay_codeUri="s3://b/jobs.tar"), "ray-platform:jobs[0].kuberay.codeUri",
+     "expected a remote .zip"),
+    ("retries on the long-lived cluster", with_job(kuberay_backoffLimit=2), "ray-platform:jobs[0].kuberay.backoffLimit",
+     "only with ephemeral: true"),
+    ("TTL on the long-lived cluster", with_job(kuberay_ttlSecondsAfterFinished=60),
+     "ray-platform:jobs[0].kuberay.ttlSecondsAfterFinished", "only with ephemeral: true"),
+    ("caps on the long-lived cluster", with_job(kuberay_workerGroups={"cpu": 1}),
+     "ray-platform:jobs[0].kuberay.workerGroups", "only with ephemeral: true"),
+    ("cap of an unknown group", with_job(kuberay_ephemeral=True, kuberay_workerGroups={"tpu": 1}),
+     "ray-platform:jobs[0].kuberay.workerGroups.tpu", "no such worker group in the job's RayCluster; known: cpu, gpu"),
+    ("cap of zero", with_job(kuberay_ephemeral=True, kuberay_workerGroups={"cpu": 0}),
+     "ray-platform:jobs[0].kuberay.workerGroups.cpu", "an integer >= 1"),
+    ("negative TTL", with_job(kuberay_ephemeral=True, kuberay_ttlSecondsAfterFinished=-1),
+     "ray-platform:jobs[0].kuberay.ttlSecondsAfterFinished", "must be >= 0"),
+    ("zero deadline", with_job(kuberay_activeDeadlineSeconds=0), "ray-platform:jobs[0].kuberay.activeDeadlineSeconds",
+     "must be >= 1"),
+    ("too many retries", with_job(kuberay_ephemeral=True, kuberay_backoffLimit=11),
+     "ray-platform:jobs[0].kuberay.backoffLimit", "must be <= 10"),
+    ("a RayService key on a RayJob", with_job(kuberay_upgradeStrategy="None"),
+     "ray-platform:jobs[0].kuberay.upgradeStrategy", "unknown key; known keys here:"),
+    ("entrypoint memory", with_job(resources={"memoryBytes": 2**30}), "ray-platform:jobs[0].resources.memoryBytes",
+     "a RayJob cannot reserve entrypoint memory"),
+    ("working_dir in the runtime env", with_job(runtimeEnv={"working_dir": "."}),
+     "ray-platform:jobs[0].runtimeEnv.working_dir", "or kuberay.codeUri"),
+    ("ephemeral cluster beyond the GPU quota", with_quota(with_job(kuberay_ephemeral=True), gpus=1),
+     "ray-platform:team.quota.gpus", "plus what the KubeRay jobs (core-stats) start (submitter pods, ephemeral "
+                                     "RayJob clusters, a RayService's second cluster during a NewCluster upgrade) "
+                                     "can request 2 GPUs, 1 GPUs more than the quota"),
+    ("ephemeral cluster beyond the pod quota",
+     with_quota(with_job(kuberay_ephemeral=True, kuberay_workerGroups={"cpu": 2}), pods=6),
+     "ray-platform:team.quota.pods", "can request 8 pods, 2 pods more than the quota"),
+]
+
+
+@pytest.mark.parametrize(("raw", "path", "allowed"), [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
+def test_bad_kuberay_job_config_names_the_key_path(raw: dict[str, Any], path: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(raw, "demo-dev")
+    lines = [p for p in err.value.problems if p.startswith(f"{path}:")]
+    assert any(allowed in line for line in lines), err.value.problems
+
+
+def test_the_demand_of_a_capped_ephemeral_cluster() -> None:
+    cfg = parse(with_job(kuberay_ephemeral=True, kuberay_workerGroups={"cpu": 1}), "demo-dev")
+    assert isinstance(cfg, TeamStackConfig)
+    extra = kuberay_demand(cfg.jobs, cfg.ray_clusters)
+    # submitter (500m, 1Gi) + head (2 + 500m autoscaler, 8Gi + 512Mi) + one worker (2, 8Gi); no GPU group
+    assert (extra.cpu, extra.memory / 2**30, extra.gpus, extra.pods) == (5.0, 1 + 8.5 + 8, 0, 3)
+    full = parse(with_job(kuberay_ephemeral=True), "demo-dev")
+    assert isinstance(full, TeamStackConfig)
+    assert kuberay_demand(full.jobs, full.ray_clusters).gpus == 1
+
+
+# --- what a RayJob status means ----------------------------------------------------------------
+
+STATUSES = [
+    ("new", {}, "succeeded", False, None),
+    ("initializing", {"jobDeploymentStatus": "Initializing", "rayClusterName": "train-digits-465312-rk2xq",
+                      "jobId": "train-digits-465312-8wz5c", "startTime": "2026-03-01T10:00:00Z"},
+     "succeeded", False, None),
+    ("running", {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING",
+                 "dashboardURL": "train-digits-465312-rk2xq-head-svc.team-vision.svc.cluster.local:8265"},
+     "succeeded", False, None),
+    ("running is enough", {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}, "running", True, None),
+    ("pending job, running deployment", {"jobDeploymentStatus": "Running", "jobStatus": "PENDING"}, "running",
+     True, None),
+    ("succeeded", {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "succeeded": 1, "failed": 0,
+                   "message": "Job finished successfully.", "endTime": "2026-03-01T10:20:00Z"},
+     "succeeded", True, None),
+    ("app failed", {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "reason": "AppFailed", "failed": 2,
+                    "message": "Job entrypoint command failed with exit code 1"},
+     "succeeded", False, "jobDeploymentStatus Failed, jobStatus FAILED, reason AppFailed: Job entrypoint command "
+                         "failed with exit code 1 (2 failed attempt(s))"),
+    ("deadline", {"jobDeploymentStatus": "Failed", "jobStatus": "RUNNING", "reason": "DeadlineExceeded",
+                  "message": "The RayJob has passed the activeDeadlineSeconds. StartTime: 2026-03-01T10:00:00Z. "
+                             "ActiveDeadlineSeconds: 3600"}, "running", False, "reason DeadlineExceeded"),
+    ("submission failed", {"jobDeploymentStatus": "Failed", "reason": "SubmissionFailed",
+                           "message": "Job submission has failed. Reason: BackoffLimitExceeded"},
+     "succeeded", False, "reason SubmissionFailed: Job submission has failed"),
+    ("invalid spec", {"jobDeploymentStatus": "ValidationFailed", "reason": "ValidationFailed",
+                      "message": "The RayJob spec is invalid: BackoffLimit is incompatible with ClusterSelector mode"},
+     "succeeded", False, "BackoffLimit is incompatible with ClusterSelector mode"),
+    ("stopped", {"jobDeploymentStatus": "Complete", "jobStatus": "STOPPED"}, "succeeded", False,
+     "jobDeploymentStatus Complete, jobStatus STOPPED"),
+    ("retrying", {"jobDeploymentStatus": "Retrying", "jobStatus": "FAILED", "failed": 1}, "succeeded", False, None),
+    ("suspended", {"jobDeploymentStatus": "Suspended"}, "succeeded", False, "suspended: it will not run"),
+]
+
+
+@pytest.mark.parametrize(("status", "wait", "done", "failure"), [s[1:] for s in STATUSES],
+                         ids=[s[0] for s in STATUSES])
+def test_rayjob_status_interpretation(status: Obj, wait: str, done: bool, failure: str | None) -> None:
+    progress = rayjob_progress({"status": status}, wait)
+    assert progress.done is done
+    if failure is None:
+        assert progress.failure is None
+    else:
+        assert progress.failure is not None and failure in progress.failure
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_polling_returns_when_done_and_fails_with_the_status_reason() -> None:
+    answers = iter([None, {"status": {"jobDeploymentStatus": "Initializing"}},
+                    {"status": {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}}])
+    clock = Clock()
+    done = poll(lambda: next(answers), lambda o: rayjob_progress(o, "succeeded"), "RayJob ns/j", "succeed", 60,
+                "hint", sleep=clock.sleep, clock=clock)
+    assert done.done and clock.now > 0
+
+    failed = {"status": {"jobDeploymentStatus": "Failed", "reason": "AppFailed", "message": "boom"}}
+    with pytest.raises(KubeRayWaitError, match=r"RayJob ns/j failed: .*reason AppFailed: boom\nhint"):
+        poll(lambda: failed, lambda o: rayjob_progress(o, "succeeded"), "RayJob ns/j", "succeed", 60, "hint",
+             sleep=clock.sleep, clock=clock)
+
+    clock = Clock()
+    running = {"status": {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}}
+    with pytest.raises(KubeRayWaitError, match=r"did not succeed within 30s \(last status: jobDeploymentStatus "
+                                               r"Running, jobStatus RUNNING\)\. It keeps going"):
+        poll(lambda: running, lambda o: rayjob_progress(o, "succeeded"), "RayJob ns/j", "succeed", 30, "hint",
+             sleep=clock.sleep, clock=clock)
+    assert clock.now == pytest.approx(30)
+
+
+def test_the_waiter_reads_the_cr_through_the_platform_kubeconfig(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[tuple[str, str, str]] = []
+
+    def fetcher(_api: Any, kind: str, namespace: str, name: str) -> Any:
+        reads.append((kind, namespace, name))
+        return lambda: {"status": {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}}
+
+    monkeypatch.setattr(wait_mod, "fetcher", fetcher)
+    props = {"kind": "RayJob", "namespace": "team-x", "name": "core-stats-abc123", "revision": "r1",
+             "wait": "succeeded", "timeout_seconds": 60.0, "kubeconfig": KUBECONFIG, "kube_context": "test"}
+    created = KubeRayWaitProvider().create(props)
+    assert created.id == "team-x/core-stats-abc123"
+    assert (created.outs or {})["state"] == "jobDeploymentStatus Complete, jobStatus SUCCEEDED"
+    assert reads == [("RayJob", "team-x", "core-stats-abc123")]
+    provider = KubeRayWaitProvider()
+    assert not provider.diff("id", props, dict(props)).changes
+    changed = provider.diff("id", props, {**props, "name": "core-stats-def456", "revision": "r2"})
+    assert changed.changes and not changed.replaces
+    assert provider.read("team-x/core-stats-abc123", props).outs == props
+    assert Progress(done=True, summary="s").failure is None
+
+
+# --- the RayJob's entrypoint and runtime env, for real on the local Ray head --------------------
+
+@pytest.mark.ray
+@pytest.mark.timeout(240)
+def test_the_rayjob_entrypoint_and_runtime_env_run_the_jobs_package_from_the_archive(
+        ray_head: LocalRay, tmp_path: Path) -> None:
+    job = core_job()
+    spec = ray_job(job, CLUSTER, "team-x", "x", entrypoint(job))["spec"]
+    runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
+    assert runtime_env == {"working_dir": "s3://b/jobs-1.zip"}
+    # The one substitution: the archive from a file:// URI instead of S3 (same download-and-unpack path).
+    runtime_env["working_dir"] = jobs_archive(tmp_path)
+    client = JobSubmissionClient(ray_head.dashboard_url)
+
+    def run(entry: str) -> str:
+        # As KubeRay's submitter does: `ray job submit --runtime-env-json --metadata-json
+        # --entrypoint-num-cpus -- <entrypoint>`.
+        sid = client.submit_job(entrypoint=entry, runtime_env=runtime_env, metadata=spec["metadata"],
+                                entrypoint_num_cpus=spec["entrypointNumCpus"])
+        deadline = time.monotonic() + 180
+        while not (status := client.get_job_status(sid)).is_terminal():
+            assert time.monotonic() < deadline, client.get_job_logs(sid)[-2000:]
+            time.sleep(0.5)
+        logs = client.get_job_logs(sid)
+        assert status == "SUCCEEDED", logs[-3000:]
+        return logs
+
+    result = parse_result(run(spec["entrypoint"]))
+    assert result is not None and result["rows"] == 1797 and result["chunks"] == 4
+    where = run("python -c 'import jobs; print(\"jobs from\", jobs.__file__)'")
+    location = re.search(r"jobs from (\S+)", where)
+    assert location is not None and "runtime_resources" in location.group(1)
+    assert not location.group(1).startswith(str(JOBS_DIR.parent)), "imported the checkout, not the archive"
