@@ -72,6 +72,25 @@ def imdsv2_launch_template(name: str, disk_size_gib: int, parent: pulumi.Resourc
     )
 
 
+def managed_node_group(name: str, parent: pulumi.Resource, *, disk_size_gib: int, sizes: tuple[int, int, int],
+                       depends_on: list[pulumi.Resource] | None = None,
+                       replace_on_changes: list[str] | None = None, **node_group_args: Any) -> aws.eks.NodeGroup:
+    """A managed node group launched from the IMDSv2 template, sized (min, desired, max)."""
+    launch_template = imdsv2_launch_template(f"{name}-lt", disk_size_gib, parent, {"Name": name})
+    low, desired, high = sizes
+    return aws.eks.NodeGroup(
+        name,
+        scaling_config=aws.eks.NodeGroupScalingConfigArgs(min_size=low, desired_size=desired, max_size=high),
+        launch_template=aws.eks.NodeGroupLaunchTemplateArgs(id=launch_template.id,
+                                                            version=launch_template.latest_version),
+        **node_group_args,
+        opts=pulumi.ResourceOptions(
+            parent=parent, depends_on=depends_on or [], replace_on_changes=replace_on_changes or [],
+            # The autoscaler owns desiredSize after creation; a later `up` must not reset it.
+            ignore_changes=["scalingConfig.desiredSize"]),
+    )
+
+
 class EksCluster(pulumi.ComponentResource):
     cluster_name: pulumi.Output[str]
     endpoint: pulumi.Output[str]
@@ -154,10 +173,9 @@ class EksCluster(pulumi.ComponentResource):
         ]
 
         sys_cfg = cfg.system_nodes
-        system_lt = imdsv2_launch_template(f"{name}-system-lt", sys_cfg.disk_size_gib, self,
-                                           {"Name": f"{cfg.name}-system"})
-        self.system_node_group = aws.eks.NodeGroup(
-            f"{name}-system",
+        self.system_node_group = managed_node_group(
+            f"{name}-system", self, disk_size_gib=sys_cfg.disk_size_gib,
+            sizes=(sys_cfg.min_size, sys_cfg.desired_size, sys_cfg.max_size), depends_on=node_policies,
             cluster_name=cluster.name,
             node_group_name=f"{cfg.name}-system",
             node_role_arn=node_role.arn,
@@ -166,13 +184,8 @@ class EksCluster(pulumi.ComponentResource):
             capacity_type="ON_DEMAND",
             ami_type="AL2023_x86_64_STANDARD",
             version=cfg.kubernetes_version,
-            scaling_config=aws.eks.NodeGroupScalingConfigArgs(
-                min_size=sys_cfg.min_size, desired_size=sys_cfg.desired_size, max_size=sys_cfg.max_size),
             labels=SYSTEM_NODE_SELECTOR,
-            launch_template=aws.eks.NodeGroupLaunchTemplateArgs(id=system_lt.id, version=system_lt.latest_version),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=node_policies,
-                                        ignore_changes=["scalingConfig.desiredSize"]),
         )
 
         self.cluster_name = cluster.name

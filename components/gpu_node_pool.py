@@ -14,7 +14,7 @@ from components.constants import (
     EKS_TAINT_EFFECT, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE,
     NODE_POOL_LABEL, NODE_ROLE_LABEL, ROLE_GPU,
 )
-from components.eks_cluster import imdsv2_launch_template
+from components.eks_cluster import managed_node_group
 
 CA_TEMPLATE_PREFIX = "k8s.io/cluster-autoscaler/node-template"
 
@@ -53,9 +53,12 @@ class GpuNodePool(pulumi.ComponentResource):
         super().__init__("ray-platform:index:GpuNodePool", name, None, opts)
         pool = args.config
         self.labels = pool_labels(pool)
-        launch_template = imdsv2_launch_template(f"{name}-lt", pool.disk_size_gib, self, {"Name": name})
-        self.node_group = aws.eks.NodeGroup(
-            f"{name}-ng",
+        self.node_group = managed_node_group(
+            f"{name}-ng", self, disk_size_gib=pool.disk_size_gib,
+            sizes=(pool.min_size, pool.desired_size, pool.max_size),
+            # A new instance type list or AMI type needs a new group; the name prefix lets it
+            # be created before the old one goes.
+            replace_on_changes=["instanceTypes", "amiType", "capacityType"],
             cluster_name=args.cluster_name,
             node_group_name_prefix=f"{pool.name}-",
             node_role_arn=args.node_role_arn,
@@ -64,21 +67,10 @@ class GpuNodePool(pulumi.ComponentResource):
             capacity_type=pool.capacity_type,
             ami_type=pool.ami_type,
             version=args.kubernetes_version,
-            scaling_config=aws.eks.NodeGroupScalingConfigArgs(
-                min_size=pool.min_size, desired_size=pool.desired_size, max_size=pool.max_size),
             labels=self.labels,
             taints=[aws.eks.NodeGroupTaintArgs(key=GPU_TAINT_KEY, value=GPU_TAINT_VALUE, effect=EKS_TAINT_EFFECT)],
-            launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
-                id=launch_template.id, version=launch_template.latest_version),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable_percentage=33),
             tags={"ray-platform/pool": pool.name},
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                # The autoscaler owns desiredSize after creation; a later `up` must not reset it.
-                ignore_changes=["scalingConfig.desiredSize"],
-                # A new instance type list or AMI type needs a new group; create it first.
-                replace_on_changes=["instanceTypes", "amiType", "capacityType"],
-            ),
         )
         asg_name = self.node_group.resources.apply(lambda rs: rs[0].autoscaling_groups[0].name)
         for key, value in sorted(autoscaler_node_template_tags(pool).items()):

@@ -1,7 +1,6 @@
 """Platform config: defaults, and table-driven bad config naming the exact key path."""
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,8 @@ from typing import Any
 import pytest
 
 from components.config import ConfigError, PlatformConfig, parse
+from tests.config_edits import DELETE
+from tests.config_edits import with_change as edit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,23 +24,8 @@ GOOD: dict[str, Any] = {
 }
 
 
-DELETE = object()
-
-
 def with_change(path: str, value: Any) -> dict[str, Any]:
-    """GOOD with one value set (or removed, for value=DELETE) at a dotted path like gpuPools.0.maxSize."""
-    raw = copy.deepcopy(GOOD)
-    *parents, last = path.split(".")
-    node: Any = raw
-    for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-    if value is DELETE:
-        del node[int(last) if isinstance(node, list) else last]
-    elif isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-    return raw
+    return edit(path, value, GOOD)
 
 
 def test_good_config_parses_with_defaults() -> None:

@@ -2,7 +2,6 @@
 naming the exact key path."""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,8 @@ import pytest
 from components.config import (
     ConfigError, PlatformConfig, RayClusterConfig, TeamStackConfig, max_demand, parse, platform_lookup_from_dir,
 )
+from tests.config_edits import DELETE
+from tests.config_edits import with_change as edit
 
 STACKS = Path(__file__).resolve().parents[1] / "stacks"
 REPO_PLATFORMS = platform_lookup_from_dir(STACKS)
@@ -50,23 +51,8 @@ GOOD: dict[str, Any] = {
     }],
 }
 
-DELETE = object()
-
-
 def with_change(path: str, value: Any, base: dict[str, Any] = GOOD) -> dict[str, Any]:
-    """`base` with one value set (or removed, for value=DELETE) at a dotted path like rayClusters.0.name."""
-    raw = copy.deepcopy(base)
-    *parents, last = path.split(".")
-    node: Any = raw
-    for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-    if value is DELETE:
-        del node[int(last) if isinstance(node, list) else last]
-    elif isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-    return raw
+    return edit(path, value, base)
 
 
 def with_changes(*changes: tuple[str, Any]) -> dict[str, Any]:
