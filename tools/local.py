@@ -159,6 +159,16 @@ def up(stack: str, only: str | None = None, log: Callable[[str], None] = print) 
     if not jobs:
         raise ConfigError(stack, [f"no job named {only!r}; jobs: {', '.join(j.name for j in cfg.jobs)}"])
     head = ensure_head(log)
+    outcomes = run_jobs(cfg, jobs, head, log)
+    log("\n" + summary_table(outcomes))
+    log(f"\nThe cluster stays up: dashboard {head.dashboard_url} | `make jobs` lists jobs | "
+        f"`make local-down` stops it.")
+    return 0 if all(o.status == "SUCCEEDED" for o in outcomes) else 1
+
+
+def run_jobs(cfg: TeamStackConfig, jobs: list[JobConfig], head: LocalRay,
+             log: Callable[[str], None] = print) -> list[Outcome]:
+    """Run jobs in order on `head`; a job whose dependency did not succeed is skipped."""
     client = JobClient(head.dashboard_url)
     code_hash = jobs_code_hash()
     outcomes: list[Outcome] = []
@@ -168,10 +178,7 @@ def up(stack: str, only: str | None = None, log: Callable[[str], None] = print) 
         outcomes.append(outcome)
         if outcome.status != "SUCCEEDED":
             failed.add(job.name)
-    log("\n" + summary_table(outcomes))
-    log(f"\nThe cluster stays up: dashboard {head.dashboard_url} | `make jobs` lists jobs | "
-        f"`make local-down` stops it.")
-    return 1 if failed else 0
+    return outcomes
 
 
 def run_one(cfg: TeamStackConfig, job: JobConfig, head: LocalRay, client: JobClient, code_hash: str,
