@@ -240,6 +240,26 @@ def manifest_filename(obj: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(str(p) for p in parts)) + ".yaml"
 
 
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
+
+
+def manifest_yaml(obj: dict[str, Any]) -> str:
+    """YAML as kubectl users read it: apiVersion, kind, metadata first, then every key sorted.
+
+    The engine hands properties over as protobuf maps, whose order is arbitrary; a stable
+    order keeps renders diffable.
+    """
+    head = ("apiVersion", "kind", "metadata")
+    ordered = {k: _sorted_keys(obj[k]) for k in head if k in obj}
+    ordered.update({k: _sorted_keys(obj[k]) for k in sorted(obj) if k not in head})
+    return yaml.safe_dump(ordered, sort_keys=False)
+
+
 def write_render(rendered: Rendered, out_dir: Path) -> Path:
     target = out_dir / rendered.stack
     manifests_dir = target / "manifests"
@@ -250,7 +270,7 @@ def write_render(rendered: Rendered, out_dir: Path) -> Path:
     (target / "resources.json").write_text(json.dumps(resources, indent=2, sort_keys=True) + "\n")
     (target / "outputs.json").write_text(json.dumps(rendered.outputs, indent=2, sort_keys=True) + "\n")
     for obj in rendered.manifests():
-        (manifests_dir / manifest_filename(obj)).write_text(yaml.safe_dump(obj, sort_keys=False))
+        (manifests_dir / manifest_filename(obj)).write_text(manifest_yaml(obj))
     return target
 
 
