@@ -19,6 +19,7 @@ help:
 	@echo "make policy       run the policy pack's rules over every stack offline"
 	@echo "make plan-diff BASE=<rev>  Markdown diff of every stack's offline render, BASE vs working tree"
 	@echo "make jobs [ARGS='...']  list/inspect jobs on a Ray dashboard (see README)"
+	@echo "make bench [ARGS='--quick']  benchmarks against plain baselines (~10 min) -> build/bench/results.json"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +57,10 @@ local-down: $(STAMP)
 
 jobs: $(STAMP)
 	$(PY) -m tools.monitor $(ARGS)
+
+# Never part of `make test`. ARGS: --quick | --only <section>... | --repeats N (python -m bench -h).
+bench: $(STAMP)
+	$(PY) -m bench $(ARGS)
 
 clean:
 	rm -rf build

@@ -14,7 +14,7 @@ class BenchConfig:
     repeats: dict[str, int] = field(default_factory=lambda: dict(FULL_REPEATS))
     # hook: the trivial job sleeps this long, so RUNNING is a state the pollers can see.
     hook_job_seconds: float = 1.0
-    # train: epochs per run; the steady-state rate needs at least two checkpoints.
+    # train: epochs per run; the steady-state rate needs at least three checkpoints.
     train_epochs: int = 5
     # infer: the 1797 digits tiled this many times, so fixed start-up costs do not dominate.
     infer_tile: int = 200
@@ -35,7 +35,7 @@ class BenchConfig:
     @classmethod
     def quick(cls) -> BenchConfig:
         """One repeat of each and small sizes: checks that everything runs, numbers are rough."""
-        return cls(repeats={s: 1 for s in SECTIONS}, train_epochs=2, infer_tile=20, serve_requests=200,
+        return cls(repeats={s: 1 for s in SECTIONS}, train_epochs=3, infer_tile=20, serve_requests=200,
                    serve_max_seconds=3.0, eval_sizes=(1, 5, 10), eval_stacks=("prod",), local_job="core-stats")
 
     def with_repeats(self, repeats: int) -> BenchConfig:

@@ -4,7 +4,7 @@ Ours: the demo stack's `infer` job through the hook, over all 1797 digits tiled
 `infer_tile` times (bench.infer_tiled swaps only the job's input), rows over the job's
 own `seconds` (model load, dataset, actor pool scoring, Parquet output, counts).
 Baseline: in this process, the same model and rows scored with `jobs.model.predict_proba`
-batch by batch, the same output columns written as one Parquet file.
+batch by batch on one torch thread, the same output columns written as one Parquet file.
 
 Two configurations: the stack's settings as they are, and batches of BIG_BATCH rows in
 more blocks, since every batch costs Ray Data a pandas round trip whatever its size.
@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 import bench
 from bench.cluster import BenchCluster
@@ -37,6 +38,8 @@ BIG_BATCH = {"batch_size": 4096, "num_blocks": 8}
 
 def plain_infer(checkpoint: str, tile: int, batch_size: int, out_dir: Path) -> tuple[int, float]:
     """(rows, seconds): tile the digits, score them in batches, write the job's columns to Parquet."""
+    # One thread, as each of the job's actors has (see bench.train.plain_fit).
+    torch.set_num_threads(1)
     started = time.monotonic()
     x, y = load_all()
     x, y = np.tile(x, (tile, 1)), np.tile(y, tile)
@@ -77,7 +80,7 @@ def run(cfg: BenchConfig, cluster: BenchCluster, model_name: str) -> list[Figure
     return [
         Figure("infer", f"rows/s ({name})", "rows/s", ours[name], plain[name], TARGET,
                f"{rows:,} rows (digits x {cfg.infer_tile}), batch {s['batch_size']}, {s['num_blocks']} blocks, "
-               f"{s['num_actors']} actors x {s['cpus_per_actor']:g} CPU; baseline: 1 process, same batch")
+               f"{s['num_actors']} actors x {s['cpus_per_actor']:g} CPU; baseline: 1 process, 1 thread, same batch")
         for name, s in variants.items()
     ]
 

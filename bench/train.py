@@ -3,12 +3,13 @@
 Ours: the demo stack's `train` job through the hook, with its own settings (2 workers),
 `epochs` from the bench, and every checkpoint kept. End to end is rows x epochs over
 the job's own `seconds` (trainer start, every epoch, the model pointer); per epoch is
-the steady-state rate between the first and the last checkpoint, whose directory
+the steady-state rate between the second and the last checkpoint, whose directory
 names Ray stamps with the time of each report.
 
 Baseline: the same `jobs.model` functions, hyperparameters and data in this process,
 one optimizer step per global batch (batch_size x num_workers, so both sides take the
-same number of steps), held-out evaluation and a checkpoint every epoch, as the job does.
+same number of steps), held-out evaluation and a checkpoint every epoch, as the job does,
+on one torch thread as each worker has.
 
 Both run twice: with the stack's settings as they are, and with the Train controller's
 poll interval (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s by default) at 0.1 s through the
@@ -50,6 +51,9 @@ class PlainRun:
 
 def plain_fit(cfg: TrainConfig, epochs: int) -> PlainRun:
     """The job's training loop without Ray: same data, model, optimizer and per-epoch work."""
+    # One thread, as each train worker has: torch's default (one per core) spins against
+    # everything else on a shared machine and makes the baseline erratic.
+    torch.set_num_threads(1)
     started = time.monotonic()
     torch.manual_seed(cfg.seed)
     split = load_split()
@@ -84,11 +88,15 @@ def report_times(checkpoint: str) -> list[float]:
 
 
 def job_rates(result: dict[str, Any]) -> tuple[float, float]:
-    """(end-to-end samples/s, steady-state samples/s) of one train job from its result line."""
+    """(end-to-end samples/s, steady-state samples/s) of one train job from its result line.
+
+    Steady state starts at the second report: the first never waits, as the controller
+    has nothing to collect yet; each later one waits until it has taken the one before.
+    """
     rows, epochs = int(result["rows_train"]), int(result["epochs"])
-    times = report_times(result["checkpoint"])
+    times = report_times(result["checkpoint"])[1:]
     if len(times) < 2:
-        raise RuntimeError(f"train job kept {len(times)} checkpoint(s); the steady-state rate needs two")
+        raise RuntimeError(f"train job kept {len(times) + 1} checkpoint(s); the steady-state rate needs three")
     return rows * epochs / float(result["seconds"]), rows * (len(times) - 1) / (times[-1] - times[0])
 
 
@@ -111,7 +119,7 @@ def run(cfg: BenchConfig, cluster: BenchCluster) -> list[Figure]:
             ours[variant][1].append(steady)
     shape = (f"{train_cfg.num_workers} workers x {train_cfg.cpus_per_worker:g} CPU, {cfg.train_epochs} epochs of "
              f"{rows} rows, batch {train_cfg.batch_size}/worker; baseline: 1 process, batch "
-             f"{train_cfg.batch_size * train_cfg.num_workers}, {torch.get_num_threads()} torch threads")
+             f"{train_cfg.batch_size * train_cfg.num_workers}, 1 torch thread")
     return [
         Figure("train", "samples/s end to end (stack settings)", "samples/s", ours["stack"][0], plain_total, TARGET,
                shape),

@@ -1230,18 +1230,19 @@ def _check_kuberay_fit(p: _Problems, team: TeamConfig, clusters: tuple[RayCluste
            f"ephemeral RayJob clusters, a RayService's second cluster during a NewCluster upgrade)")
     fix = "raise the quota, cap ephemeral clusters with kuberay.workerGroups, or use upgradeStrategy: None"
     gib = 2**30
+    # (key, value shown, quota, RayClusters, KubeRay extra, total format, excess format)
     dimensions = (
-        ("gpus", quota.gpus, float(quota.gpus), float(base.gpus), float(extra.gpus), "{:g} GPUs"),
-        ("cpu", quota.cpu, _quantity_value(quota.cpu), base.cpu, extra.cpu, "{:g} CPUs"),
+        ("gpus", quota.gpus, float(quota.gpus), float(base.gpus), float(extra.gpus), "{:g} GPUs", "{:g}"),
+        ("cpu", quota.cpu, _quantity_value(quota.cpu), base.cpu, extra.cpu, "{:g} CPUs", "{:g}"),
         ("memory", quota.memory, _quantity_value(quota.memory) / gib, base.memory / gib, extra.memory / gib,
-         "{:g}Gi"),
-        ("pods", quota.pods, float(quota.pods), float(base.pods), float(extra.pods), "{:g} pods"),
+         "{:g}Gi", "{:g}Gi"),
+        ("pods", quota.pods, float(quota.pods), float(base.pods), float(extra.pods), "{:g} pods", "{:g}"),
     )
-    for key, shown, cap, used, more, unit in dimensions:
+    for key, shown, cap, used, more, total_fmt, excess_fmt in dimensions:
         if used <= cap + 1e-9 and used + more > cap + 1e-9:
             p.bad(f"{_ns('team')}.quota.{key}", shown,
-                  f"{why} can request {unit.format(used + more)}, {unit.format(used + more - cap)} more than "
-                  f"the quota; {fix}")
+                  f"{why} can request {total_fmt.format(used + more)}, {excess_fmt.format(used + more - cap)} "
+                  f"more than the quota; {fix}")
 
 
 def _check_quota_fit(p: _Problems, team: TeamConfig, clusters: tuple[RayClusterConfig, ...]) -> None:

@@ -169,7 +169,8 @@ def fetcher(api: CustomObjectsApi, kind: str, namespace: str, name: str) -> Call
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise KubeRayWaitError(f"reading {kind} {namespace}/{name} failed: HTTP {exc.status} {exc.reason}") from None
+            raise KubeRayWaitError(
+                f"reading {kind} {namespace}/{name} failed: HTTP {exc.status} {exc.reason}") from None
 
     return fetch
 
@@ -203,14 +204,16 @@ def _plain(props: Mapping[str, Any]) -> dict[str, Any]:
 class KubeRayWaitProvider(pulumi.dynamic.ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
         old, new = _plain(olds), _plain(news)
-        changed = [k for k in INPUT_FIELDS if isinstance(news.get(k), pulumi.output.Unknown) or old.get(k) != new.get(k)]
+        changed = [k for k in INPUT_FIELDS
+                   if isinstance(news.get(k), pulumi.output.Unknown) or old.get(k) != new.get(k)]
         # Nothing outside Pulumi to replace: an update waits again for the (new) CR.
         return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         plain = _plain(props)
         progress = wait_for(plain)
-        return pulumi.dynamic.CreateResult(f"{plain['namespace']}/{plain['name']}", {**props, "state": progress.summary})
+        return pulumi.dynamic.CreateResult(f"{plain['namespace']}/{plain['name']}",
+                                           {**props, "state": progress.summary})
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
         progress = wait_for(_plain(news))

@@ -405,7 +405,8 @@ class Observability(pulumi.ComponentResource):
                 f"{name}-grafana-admin",
                 metadata={"name": ADMIN_SECRET, "namespace": cfg.namespace, "labels": {PART_OF_LABEL: PROJECT}},
                 type="Opaque",
-                string_data={ADMIN_USER_KEY: "admin", ADMIN_PASSWORD_KEY: pulumi.Output.secret(args.grafana_admin_password)},
+                string_data={ADMIN_USER_KEY: "admin",
+                             ADMIN_PASSWORD_KEY: pulumi.Output.secret(args.grafana_admin_password)},
                 opts=in_namespace))
             for board in dashboard_config_maps(cfg):
                 k8s.core.v1.ConfigMap(f"{name}-{board['metadata']['name']}", metadata=board["metadata"],
@@ -468,7 +469,6 @@ class Observability(pulumi.ComponentResource):
         trust = pulumi.Output.all(eks.oidc_provider_arn, eks.oidc_issuer_url).apply(
             lambda v: iam_policies.to_json(iam_policies.irsa_trust_policy(v[0], v[1], TEAM_NAMESPACES, "*")))
         role = aws.iam.Role(f"{name}-log-shipper-irsa", assume_role_policy=trust, opts=child)
-        aws.iam.RolePolicy(f"{name}-log-shipper-policy", role=role.id,
-                           policy=group.arn.apply(lambda arn: iam_policies.to_json(iam_policies.log_shipping_policy(arn))),
-                           opts=child)
+        policy = group.arn.apply(lambda arn: iam_policies.to_json(iam_policies.log_shipping_policy(arn)))
+        aws.iam.RolePolicy(f"{name}-log-shipper-policy", role=role.id, policy=policy, opts=child)
         return {"destination": "cloudwatch", "logGroup": group.name, "region": eks.region, "roleArn": role.arn}

@@ -372,7 +372,8 @@ def test_log_shipping_iam_appends_to_one_group_and_trusts_only_team_namespaces()
     (statement,) = iam_policies.log_shipping_policy(arn)["Statement"]
     assert set(statement["Action"]) == {"logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"}
     assert statement["Resource"] == [arn, f"{arn}:log-stream:*"]
-    trust = iam_policies.irsa_trust_policy("arn:aws:iam::1:oidc-provider/o/id/X", "https://o/id/X", TEAM_NAMESPACES, "*")
+    trust = iam_policies.irsa_trust_policy("arn:aws:iam::1:oidc-provider/o/id/X", "https://o/id/X",
+                                           TEAM_NAMESPACES, "*")
     condition = trust["Statement"][0]["Condition"]
     assert condition == {"StringLike": {"o/id/X:sub": "system:serviceaccount:team-*:*"},
                          "StringEquals": {"o/id/X:aud": "sts.amazonaws.com"}}
@@ -554,11 +555,24 @@ NOT_EXPORTED_HERE = {
     "autoscaler_recently_failed_nodes": "only after a node launch failed; a local head has no node provider",
     "ray_memory_manager_worker_eviction_total": "only after the memory monitor killed a worker (OOM)",
     "ray_node_manager_unexpected_worker_failure_total": "only after a worker process crashed",
-    "ray_serve_num_ongoing_grpc_requests": "needs Serve's gRPC proxy, which the workload does not start",
+    **dict.fromkeys(("ray_serve_num_ongoing_grpc_requests", "ray_serve_num_grpc_requests_total",
+                     "ray_serve_num_grpc_error_requests_total", "ray_serve_grpc_request_latency_ms_bucket"),
+                    "needs Serve's gRPC proxy (grpc_options), which the workload does not start"),
     **dict.fromkeys(("ray_serve_multiplexed_models_load_counter_total",
                      "ray_serve_multiplexed_models_unload_counter_total", "ray_serve_num_multiplexed_models",
-                     "ray_serve_registered_multiplexed_model_id"), "needs a Serve deployment with model multiplexing"),
+                     "ray_serve_registered_multiplexed_model_id",
+                     "ray_serve_multiplexed_get_model_requests_counter_total",
+                     "ray_serve_multiplexed_model_load_latency_ms_bucket",
+                     "ray_serve_multiplexed_model_unload_latency_ms_bucket"),
+                    "needs a Serve deployment with model multiplexing"),
+    # Not a workload gap: Ray 2.60's Data dashboard queries a name Ray does not export (its
+    # OpRuntimeMetrics property is average_task_completion_time_excl_backpressure_s), so that
+    # panel stays empty until Ray fixes its dashboard.
+    "ray_data_task_completion_time_excl_backpressure_s": "not exported by Ray 2.60 at all (a stale dashboard panel)",
 }
+# Ray Data exports its per-node and cluster-utilisation series only when asked to; the workload
+# asks, so the Data dashboard's panels are checked too (docs/observability.md says how jobs opt in).
+DATA_METRICS_ENV = {"RAY_DATA_PER_NODE_METRICS": "1", "RAY_DATA_CLUSTER_AUTOSCALER": "V2"}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -665,6 +679,8 @@ TorchTrainer(train_func, scaling_config=ScalingConfig(num_workers=1, resources_p
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 class Echo:
     def __call__(self, request):
+        if request.query_params.get("fail"):
+            raise RuntimeError("expected by the test")
         return "ok"
 
 serve.start(http_options={"host": "127.0.0.1", "port": int(sys.argv[1])})
@@ -672,9 +688,12 @@ serve.run(Echo.bind(), name="obs-probe", route_prefix="/obs-probe")
 '''
 
 
-def scrape(targets: list[str]) -> set[str]:
+def scrape(temp_dir: Path) -> set[str]:
+    """Metric names served by every endpoint in Ray's Prometheus service discovery file, which
+    Ray rewrites as its processes come up (the node's metrics agent is listed seconds after start)."""
+    discovery = json.loads((temp_dir / "prom_metrics_service_discovery.json").read_text())
     names: set[str] = set()
-    for target in targets:
+    for target in (t for group in discovery for t in group["targets"]):
         port = target.rsplit(":", 1)[1]
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
@@ -684,6 +703,18 @@ def scrape(targets: list[str]) -> set[str]:
         names |= {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines()
                   if line and not line.startswith("#")}
     return names
+
+
+def missing_metrics(exported: set[str]) -> dict[str, list[str]]:
+    """Referenced metric -> where, for each neither exported nor explained (allow-list, external)."""
+    missing: dict[str, list[str]] = {}
+    for name, where in sorted(referenced_metrics().items()):
+        if name in EXTERNAL_METRICS or name in NOT_EXPORTED_HERE:
+            continue
+        found = any(re.fullmatch(name[1:], e) for e in exported) if name.startswith("~") else name in exported
+        if not found:
+            missing[name] = sorted(where)
+    return missing
 
 
 def run_job(client: JobSubmissionClient, entrypoint: str, working_dir: Path, timeout: float) -> str:
@@ -713,16 +744,16 @@ def test_every_ray_metric_the_dashboards_and_alerts_use_is_exported_by_a_real_he
     some gauges (Ray Data's operator state) exist only while a dataset executes."""
     (tmp_path / "workload.py").write_text(WORKLOAD)
     (tmp_path / "cleanup.py").write_text("from ray import serve\nserve.delete('obs-probe')\n")
-    discovery = json.loads((Path(ray_head.temp_dir) / "prom_metrics_service_discovery.json").read_text())
-    targets = [t for group in discovery for t in group["targets"]]
+    temp_dir = Path(ray_head.temp_dir)
     client = JobSubmissionClient(ray_head.dashboard_url)
     exported: set[str] = set()
-    job = client.submit_job(entrypoint=f"python workload.py {free_port()}", runtime_env={"working_dir": str(tmp_path)})
+    job = client.submit_job(entrypoint=f"python workload.py {free_port()}",
+                            runtime_env={"working_dir": str(tmp_path), "env_vars": DATA_METRICS_ENV})
     try:
         deadline = time.monotonic() + 600
         while not client.get_job_status(job).is_terminal():
             assert time.monotonic() < deadline, "workload still running after 600s"
-            exported |= scrape(targets)
+            exported |= scrape(temp_dir)
             time.sleep(2)
         assert client.get_job_status(job) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
         # Requests through Serve's proxy (which may predate this test, on its own port).
@@ -731,25 +762,16 @@ def test_every_ray_metric_the_dashboards_and_alerts_use_is_exported_by_a_real_he
         for _ in range(5):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/obs-probe", timeout=10) as resp:
                 assert resp.read() == b"ok"
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/obs-probe-missing", timeout=10)
-        except urllib.error.HTTPError as err:
-            assert err.code == 404
-        # Metrics are exported every few seconds: poll until the last requests show, bounded.
-        settle = time.monotonic() + 30
-        while time.monotonic() < settle:
-            exported |= scrape(targets)
-            if "ray_serve_num_http_error_requests_total" in exported:
-                break
+        for path, code in (("/obs-probe-missing", 404), ("/obs-probe?fail=1", 500)):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10)
+            assert err.value.code == code
+        # Replicas and proxies push their metrics every few seconds: poll, bounded.
+        settle = time.monotonic() + 60
+        while missing_metrics(exported) and time.monotonic() < settle:
             time.sleep(2)
+            exported |= scrape(temp_dir)
     finally:
         run_job(client, "python cleanup.py", tmp_path, timeout=120)
-    used = referenced_metrics()
-    missing = {}
-    for name, where in sorted(used.items()):
-        if name in EXTERNAL_METRICS or name in NOT_EXPORTED_HERE:
-            continue
-        found = any(re.fullmatch(name[1:], e) for e in exported) if name.startswith("~") else name in exported
-        if not found:
-            missing[name] = sorted(where)
+    missing = missing_metrics(exported)
     assert missing == {}, f"referenced but not exported by Ray ({len(exported)} names seen): {missing}"

@@ -271,10 +271,10 @@ BAD_CASES = [
     ("ephemeral cluster beyond the GPU quota", with_quota(with_job(kuberay_ephemeral=True), gpus=1),
      "ray-platform:team.quota.gpus", "plus what the KubeRay jobs (core-stats) start (submitter pods, ephemeral "
                                      "RayJob clusters, a RayService's second cluster during a NewCluster upgrade) "
-                                     "can request 2 GPUs, 1 GPUs more than the quota"),
+                                     "can request 2 GPUs, 1 more than the quota"),
     ("ephemeral cluster beyond the pod quota",
      with_quota(with_job(kuberay_ephemeral=True, kuberay_workerGroups={"cpu": 2}), pods=6),
-     "ray-platform:team.quota.pods", "can request 8 pods, 2 pods more than the quota"),
+     "ray-platform:team.quota.pods", "can request 8 pods, 2 more than the quota"),
 ]
 
 

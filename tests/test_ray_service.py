@@ -297,7 +297,7 @@ BAD_CASES = [
     ("two clusters during a NewCluster upgrade beyond the quota",
      {**with_serve(kuberay_upgradeStrategy="NewCluster"),
       "team": {**BASE["team"], "quota": {"cpu": "15", "memory": "96Gi", "gpus": 0}}},
-     "ray-platform:team.quota.cpu", "can request 17.5 CPUs, 2.5 CPUs more than the quota; raise the quota, cap "
+     "ray-platform:team.quota.cpu", "can request 17.5 CPUs, 2.5 more than the quota; raise the quota, cap "
                                     "ephemeral clusters with kuberay.workerGroups, or use upgradeStrategy: None"),
 ]
 
@@ -409,5 +409,8 @@ def test_the_serve_config_deploys_jobs_serve_app_from_the_archive(ray_head: Loca
             expected = model.eval()(torch.tensor(rows)).argmax(dim=1).numpy()
         assert (np.array(predicted.json()["predictions"]) == expected).all()
     finally:
-        # Serve shut down entirely, so later tests get the CPUs back.
+        # Serve shut down entirely (and waited for), so later tests get the CPUs back.
         requests.delete(f"{ray_head.dashboard_url}/api/serve/applications/", timeout=120)
+        deadline = time.monotonic() + 60
+        while serve_details(ray_head).get("applications") and time.monotonic() < deadline:
+            time.sleep(1)

@@ -29,7 +29,7 @@ RAY_CLUSTER_TYPE = "kubernetes:ray.io/v1:RayCluster"
 # Kinds a team stack may create; anything cluster-scoped besides its Namespace would reach
 # beyond the team.
 TEAM_KINDS = {"Namespace", "ResourceQuota", "LimitRange", "Role", "RoleBinding", "NetworkPolicy", "Secret",
-              "PersistentVolumeClaim", "RayCluster"}
+              "PersistentVolumeClaim", "RayCluster", "RayJob", "RayService"}
 
 
 def config_of(path: Path) -> TeamStackConfig:
@@ -289,11 +289,13 @@ def test_ray_objects_wait_for_namespace_quota_and_limits(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(render, "RecordingMonitor", DependencyMonitor)
     r = render.render_stack(STACKS_DIR / "Pulumi.vision-prod.yaml")
-    ray_objects = [res for res in r.resources if res["type"] in (RAY_CLUSTER_TYPE, "kubernetes:core/v1:Secret")]
-    assert len(ray_objects) == 4
+    # RayCluster train, the RayJob of train-digits, the RayService owning `serve`, and its two Secrets.
+    ray_types = (RAY_CLUSTER_TYPE, "kubernetes:ray.io/v1:RayJob", "kubernetes:ray.io/v1:RayService")
+    ray_objects = [res for res in r.resources if res["type"] in (*ray_types, "kubernetes:core/v1:Secret")]
+    assert len(ray_objects) == 5
     for res in ray_objects:
         assert {"vision-ns", "vision-quota", "vision-limits"} <= set(dependencies[res["urn"]]), res["name"]
-    serve = next(res for res in ray_objects if res["type"] == RAY_CLUSTER_TYPE and res["name"] == "vision-serve")
+    serve = next(res for res in ray_objects if res["type"] in ray_types and res["name"] == "vision-serve")
     assert {"vision-serve-redis", "vision-serve-auth"} <= set(dependencies[serve["urn"]])
 
 
