@@ -14,8 +14,6 @@ settings are the same either way:
 from __future__ import annotations
 
 import hashlib
-import json
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +26,9 @@ from components.kuberay_wait import ClusterAccess
 from components.ray_job import RayJob, RayJobArgs
 from components.ray_job_cr import RayJobCr, RayJobCrArgs
 from components.ray_service import RayService, RayServiceArgs
+from jobs.common import JOBS_DIR
+from jobs.common import entrypoint as job_entrypoint
 
-JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
 
 
 def jobs_code_hash(jobs_dir: Path = JOBS_DIR) -> str:
@@ -54,7 +53,7 @@ def effective_settings(job: JobConfig) -> dict[str, Any]:
 
 
 def entrypoint(job: JobConfig) -> str:
-    return f"python -m jobs.{job.kind} --config-json {shlex.quote(json.dumps(effective_settings(job), sort_keys=True))}"
+    return job_entrypoint(job.kind, effective_settings(job))
 
 
 def cluster_url(template: str, cluster: str, namespace: str) -> str:

@@ -40,6 +40,9 @@ import pulumi.dynamic
 import requests
 from pulumi.runtime import rpc
 
+# The result-line contract is the jobs' own (jobs/common.py is standard library only).
+from jobs.common import parse_result
+
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
 
@@ -49,7 +52,6 @@ ACCESS_MODES = ("url", "tunnel")
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 # A re-run of `pulumi up` retries these instead of adopting them.
 RETRYABLE = frozenset({"FAILED", "STOPPED"})
-RESULT_MARKER = "ray-platform-result:"
 METADATA_KIND = "ray-platform/kind"
 METADATA_JOB_NAME = "ray-platform/job-name"
 METADATA_CODE_HASH = "ray-platform/code-hash"
@@ -187,21 +189,6 @@ def submission_id_for(args: RayJobArgs) -> str:
 
 def attempt_id(base: str, attempt: int) -> str:
     return base if attempt == 1 else f"{base}-r{attempt}"
-
-
-def parse_result(logs: str) -> dict[str, Any]:
-    """The JSON object on the last `ray-platform-result: {...}` line of the logs, or {}."""
-    for line in reversed(logs.splitlines()):
-        _, marker, rest = line.partition(RESULT_MARKER)
-        if not marker:
-            continue
-        try:
-            value = json.loads(rest.strip())
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return {}
 
 
 def log_tail(logs: str, lines: int) -> str:
@@ -561,7 +548,7 @@ def job_outputs(args: RayJobArgs, submission_id: str, info: JobDetails | None, l
         "message": status_head(info.message) if info is not None else None,
         "dashboard_url": dashboard_url,
         "job_url": job_url(dashboard_url, submission_id),
-        "result": parse_result(logs),
+        "result": parse_result(logs) or {},
         "endpoint": endpoint_for(args.serve_endpoint_base, route_prefix) if args.kind == "serve" else None,
         "start_time": iso_time(info.start_time) if info is not None else None,
         "end_time": iso_time(info.end_time) if info is not None else None,

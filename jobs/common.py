@@ -187,7 +187,8 @@ def entrypoint(job: str, config: Mapping[str, Any] | None = None) -> str:
     """The shell command the Job SDK runs for `job` with `config`."""
     if job not in JOB_NAMES:
         raise ValueError(f"unknown job {job!r}; known jobs: {list(JOB_NAMES)}")
-    return f"python -m jobs.{job} --config-json {shlex.quote(json.dumps(dict(config or {})))}"
+    # Sorted keys: the hook derives the submission id from this string.
+    return f"python -m jobs.{job} --config-json {shlex.quote(json.dumps(dict(config or {}), sort_keys=True))}"
 
 
 def runtime_env() -> dict[str, Any]:

@@ -39,7 +39,6 @@ from components.ray_job import (
     config_without_app,
     diff_props,
     log_tail,
-    parse_result,
     remove_serve_app,
     submission_id_for,
     wait_for_dashboard,
@@ -152,16 +151,7 @@ def test_submission_id_is_deterministic_and_ignores_operational_settings() -> No
     assert len({submission_id_for(a) for a in different} | {sid}) == len(different) + 1
 
 
-def test_parse_result_takes_the_last_valid_line() -> None:
-    logs = "\n".join([
-        'ray-platform-result: {"a": 1}',
-        "(TrainWorker pid=1) ray-platform-result: not json",
-        'ray-platform-result: {"a": 2, "nested": {"b": [1, 2]}}',
-        "ray-platform-result: [1, 2]",
-        "done",
-    ])
-    assert parse_result(logs) == {"a": 2, "nested": {"b": [1, 2]}}
-    assert parse_result("no marker here\n") == {}
+def test_log_tail_strips_colours() -> None:
     assert log_tail("\x1b[36mone\x1b[0m\ntwo\nthree\n", 2) == "two\nthree"
 
 

@@ -30,7 +30,6 @@ from components.ray_job import (
     JobClient,
     iso_time,
     log_tail,
-    parse_result,
     poll_job,
     redact,
     status_head,
@@ -38,6 +37,7 @@ from components.ray_job import (
     stop_job,
     wait_for_dashboard,
 )
+from jobs.common import parse_result
 from tools.local_ray import LocalRay
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ def cmd_list(client: JobClient, _ns: argparse.Namespace) -> int:
 
 def cmd_status(client: JobClient, ns: argparse.Namespace) -> int:
     info = _require(client, ns.id)
-    result = parse_result(client.logs(ns.id)) if info.status in TERMINAL else {}
+    result = (parse_result(client.logs(ns.id)) or {}) if info.status in TERMINAL else {}
     print(format_status(info, result, _now_ms()))
     return EXIT_OK
 
