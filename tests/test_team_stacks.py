@@ -28,7 +28,7 @@ STACKS_DIR = render.STACKS_DIR
 RAY_CLUSTER_TYPE = "kubernetes:ray.io/v1:RayCluster"
 # Kinds a team stack may create; anything cluster-scoped besides its Namespace would reach
 # beyond the team.
-TEAM_KINDS = {"Namespace", "ResourceQuota", "LimitRange", "Role", "RoleBinding", "NetworkPolicy", "Secret",
+TEAM_KINDS = {"Namespace", "ResourceQuota", "LimitRange", "Role", "RoleBinding", "NetworkPolicy", "Secret", "ConfigMap",
               "PersistentVolumeClaim", "RayCluster", "RayJob", "RayService"}
 
 
@@ -269,8 +269,15 @@ def test_quota_caps_gpus_and_network_policy_keeps_other_namespaces_away(path: Pa
         return
     main = policies[f"{cfg.team.name}-ray-ingress"]
     assert main["podSelector"] == {} and main["policyTypes"] == ["Ingress"]
-    own, operator = main["ingress"]
+    own, operator, *monitoring = main["ingress"]
     assert own == {"from": [{"podSelector": {}}]}
+    if cfg.observability.metrics:
+        (scrape,) = monitoring
+        assert scrape["from"] == [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": platform_outputs(path)["observability"]["namespace"]}}}]
+        assert 8080 in [p["port"] for p in scrape["ports"]], "Prometheus reaches the Ray metrics port only"
+    else:
+        assert monitoring == []
     assert operator["from"] == [{"namespaceSelector": {"matchLabels": {
         "kubernetes.io/metadata.name": platform_outputs(path)["kuberayNamespace"]}}}]
     assert [p["port"] for p in operator["ports"]] == [8265]
