@@ -68,6 +68,10 @@ class BenchCluster:
         """RayJobProvider.create, exactly as `pulumi up` calls it; returns the outputs."""
         return dict(RayJobProvider().create(hook_props(args)).outs)
 
+    def delete(self, outs: dict[str, Any]) -> None:
+        """RayJobProvider.delete: stops the job; for a serve job, removes its app (the last one shuts Serve down)."""
+        RayJobProvider().delete(outs["submission_id"], outs)
+
 
 def session_pss(session_id: int) -> int:
     """Bytes of PSS of every process in a Ray head's session (workers leave its process group, not its session)."""

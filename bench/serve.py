@@ -1,7 +1,8 @@
 """Serving: requests/s and p50/p99 latency of the Serve app vs the same model on bare FastAPI + uvicorn.
 
-Ours: the demo stack's `serve` job deployed through the hook (its replica count and
-CPUs), Serve's HTTP proxy on a free loopback port. Baseline: bench.bare_serve, the
+Ours: the demo stack's `serve` job deployed through the hook, Serve's HTTP proxy on a
+free loopback port, in two configurations (see VARIANTS), each removed through the
+hook's delete before the next. Baseline: bench.bare_serve, the
 same classifier code in one uvicorn process on another free port. Both serve the
 model published by the bench. The load is closed-loop: a fixed number of clients
 (concurrency), each sending one held-out digit and waiting for the answer, until the
@@ -17,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import requests
@@ -31,6 +33,15 @@ ROOT = Path(__file__).resolve().parents[1]
 THROUGHPUT = Target(">=", 0.5)
 LATENCY = Target("<=", 2.0)
 WARMUP_REQUESTS = 50
+# (job settings, runtime_env) over the stack's serve job. With one replica taking at most
+# max_ongoing_requests (Serve's default: 5) at a time, the proxy's router retries the
+# rest with a backoff growing to 0.5 s; at concurrency 32 that, not the model, sets the
+# rate. The second configuration caps the backoff and adds a replica.
+VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
+    "stack settings": ({}, None),
+    "2 replicas, backoff cap": ({"num_replicas": 2, "num_cpus": 0.5},
+                                {"env_vars": {"RAY_SERVE_ROUTER_RETRY_MAX_BACKOFF_S": "0.02"}}),
+}
 READY_TIMEOUT_S = 60.0
 
 
@@ -92,13 +103,35 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise TimeoutError(f"bare uvicorn server at {url} not healthy within {READY_TIMEOUT_S:.0f}s")
 
 
+def measure(cfg: BenchConfig, servers: dict[str, str], bodies: list[bytes], variant: str,
+            shape: str) -> list[Figure]:
+    """Load runs against ours and the baseline, taking turns; three figures per concurrency."""
+    for url in servers.values():
+        load(url, bodies, 4, WARMUP_REQUESTS, 30.0)
+    figures = []
+    for concurrency in cfg.serve_concurrency:
+        runs: dict[str, list[Load]] = {name: [] for name in servers}
+        for repeat in range(cfg.repeats["serve"]):
+            order = list(servers) if repeat % 2 == 0 else list(reversed(servers))
+            for name in order:
+                runs[name].append(load(servers[name], bodies, concurrency, cfg.serve_requests, cfg.serve_max_seconds))
+        ours, base = runs["serve"], runs["bare"]
+        errors = sum(r.errors for r in ours + base)
+        figures += [
+            Figure("serve", f"req/s at concurrency {concurrency} ({variant})", "req/s",
+                   [r.requests_per_s for r in ours], [r.requests_per_s for r in base], THROUGHPUT,
+                   "; ".join(filter(None, [shape if concurrency == cfg.serve_concurrency[0] else "",
+                                           f"{errors} non-200 answers" if errors else ""]))),
+            Figure("serve", f"p50 latency at concurrency {concurrency} ({variant})", "ms",
+                   [r.p50_ms for r in ours], [r.p50_ms for r in base], LATENCY),
+            Figure("serve", f"p99 latency at concurrency {concurrency} ({variant})", "ms",
+                   [r.p99_ms for r in ours], [r.p99_ms for r in base]),
+        ]
+    return figures
+
+
 def run(cfg: BenchConfig, cluster: BenchCluster, model_name: str) -> list[Figure]:
     bodies = [json.dumps({"instances": [row.tolist()]}).encode() for row in load_split().x_test]
-    serve_port = free_port()
-    args = cluster.job_args("serve", {"storage_path": cluster.storage_path, "model_name": model_name,
-                                      "http_host": "127.0.0.1", "http_port": serve_port},
-                            serve_endpoint_base=f"http://127.0.0.1:{serve_port}")
-    outs = cluster.run(args)
     bare_url = f"http://127.0.0.1:{free_port()}"
     log = open(cluster.work_dir / "bare_serve.log", "w")  # noqa: SIM115 - handed to the child
     bare = subprocess.Popen([sys.executable, "-m", "bench.bare_serve", "--port", bare_url.rsplit(":", 1)[1],
@@ -106,28 +139,23 @@ def run(cfg: BenchConfig, cluster: BenchCluster, model_name: str) -> list[Figure
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         wait_healthy(bare_url, bare)
-        servers = {"serve": f"{outs['endpoint']}/predict", "bare": f"{bare_url}/predict"}
-        for url in servers.values():
-            load(url, bodies, 4, WARMUP_REQUESTS, 30.0)
         figures = []
-        for concurrency in cfg.serve_concurrency:
-            runs: dict[str, list[Load]] = {name: [] for name in servers}
-            for repeat in range(cfg.repeats["serve"]):
-                order = list(servers) if repeat % 2 == 0 else list(reversed(servers))
-                for name in order:
-                    runs[name].append(load(servers[name], bodies, concurrency, cfg.serve_requests,
-                                           cfg.serve_max_seconds))
-            ours, base = runs["serve"], runs["bare"]
-            errors = sum(r.errors for r in ours + base)
-            figures += [
-                Figure("serve", f"requests/s at concurrency {concurrency}", "req/s",
-                       [r.requests_per_s for r in ours], [r.requests_per_s for r in base], THROUGHPUT,
-                       f"{errors} non-200 answers" if errors else ""),
-                Figure("serve", f"p50 latency at concurrency {concurrency}", "ms",
-                       [r.p50_ms for r in ours], [r.p50_ms for r in base], LATENCY),
-                Figure("serve", f"p99 latency at concurrency {concurrency}", "ms",
-                       [r.p99_ms for r in ours], [r.p99_ms for r in base]),
-            ]
+        stack = cluster.demo_jobs["serve"].settings
+        for variant, (settings, runtime_env) in VARIANTS.items():
+            merged = {**stack, **settings}
+            shape = (f"{merged.get('num_replicas', 1)} replica(s) x {merged.get('num_cpus')} CPU"
+                     f"{', env ' + str(runtime_env['env_vars']) if runtime_env else ''}; baseline: 1 uvicorn process")
+            # A fresh Serve instance per variant: the proxy reads its env vars when it starts.
+            port = free_port()
+            outs = cluster.run(cluster.job_args(
+                "serve", {**settings, "storage_path": cluster.storage_path, "model_name": model_name,
+                          "http_host": "127.0.0.1", "http_port": port},
+                runtime_env, serve_endpoint_base=f"http://127.0.0.1:{port}"))
+            try:
+                figures += measure(cfg, {"serve": f"{outs['endpoint']}/predict", "bare": f"{bare_url}/predict"},
+                                   bodies, variant, shape)
+            finally:
+                cluster.delete(outs)
         return figures
     finally:
         bare.terminate()

@@ -36,6 +36,29 @@ class RayClusterArgs:
     prerequisites: Sequence[pulumi.Resource] = ()
 
 
+def cluster_secrets(name: str, cfg: RayClusterConfig, namespace: str, team: str,
+                    redis_password: pulumi.Input[str] | None, auth_token: pulumi.Input[str] | None,
+                    opts: pulumi.ResourceOptions) -> list[k8s.core.v1.Secret]:
+    """The Secrets a RayCluster spec refers to (GCS Redis password, Ray auth token), as Pulumi secrets.
+
+    Shared by RayCluster and RayService, whose cluster specs reference the same names.
+    """
+    wanted = []
+    if cfg.gcs_fault_tolerance is not None and cfg.gcs_fault_tolerance.backend == "redis":
+        wanted.append(("redis", redis_secret_name(cfg.name), REDIS_PASSWORD_KEY, redis_password))
+    if cfg.auth:
+        wanted.append(("auth", auth_secret_name(cfg.name), AUTH_TOKEN_KEY, auth_token))
+    secrets = []
+    for suffix, secret_name, key, value in wanted:
+        if value is None:
+            # config.py rejects this combination; reaching it is a programming error.
+            raise ValueError(f"RayCluster {cfg.name}: {secret_name} needs a value")
+        secrets.append(k8s.core.v1.Secret(
+            f"{name}-{suffix}", metadata={"name": secret_name, "namespace": namespace, "labels": common_labels(team)},
+            type="Opaque", string_data={key: pulumi.Output.secret(value)}, opts=opts))
+    return secrets
+
+
 class RayCluster(pulumi.ComponentResource):
     custom_resource: k8s.apiextensions.CustomResource
     head_service: str
@@ -45,24 +68,12 @@ class RayCluster(pulumi.ComponentResource):
         super().__init__("ray-platform:index:RayCluster", name, None, opts)
         cfg = args.config
         manifest = ray_cluster(cfg, args.namespace, args.team)
-        labels = common_labels(args.team)
         child = pulumi.ResourceOptions(parent=self, depends_on=list(args.prerequisites))
 
-        def secret(suffix: str, secret_name: str, key: str, value: pulumi.Input[str] | None) -> k8s.core.v1.Secret:
-            if value is None:
-                # config.py rejects this combination; reaching it is a programming error.
-                raise ValueError(f"RayCluster {cfg.name}: {secret_name} needs a value")
-            return k8s.core.v1.Secret(
-                f"{name}-{suffix}",
-                metadata={"name": secret_name, "namespace": args.namespace, "labels": labels},
-                type="Opaque", string_data={key: pulumi.Output.secret(value)}, opts=child)
-
-        needs: list[pulumi.Resource] = list(args.prerequisites)
-        ft = cfg.gcs_fault_tolerance
-        if ft is not None and ft.backend == "redis":
-            needs.append(secret("redis", redis_secret_name(cfg.name), REDIS_PASSWORD_KEY, args.redis_password))
-        if cfg.auth:
-            needs.append(secret("auth", auth_secret_name(cfg.name), AUTH_TOKEN_KEY, args.auth_token))
+        needs: list[pulumi.Resource] = [
+            *args.prerequisites,
+            *cluster_secrets(name, cfg, args.namespace, args.team, args.redis_password, args.auth_token, child),
+        ]
         claim = gcs_volume_claim(cfg, args.namespace, args.team)
         if claim is not None:
             needs.append(k8s.core.v1.PersistentVolumeClaim(

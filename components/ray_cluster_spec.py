@@ -112,7 +112,7 @@ def common_labels(team: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- pod parts
 
 
-def _resources(cpu: str, memory: str, gpus: int) -> dict[str, dict[str, str]]:
+def guaranteed_resources(cpu: str, memory: str, gpus: int) -> dict[str, dict[str, str]]:
     # requests == limits: Guaranteed QoS, so the kubelet never evicts a Ray node for
     # memory pressure caused by a neighbour, and the quota counts what is really held.
     amounts = {"cpu": cpu, "memory": memory}
@@ -121,11 +121,11 @@ def _resources(cpu: str, memory: str, gpus: int) -> dict[str, dict[str, str]]:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def _container_security_context() -> dict[str, Any]:
+def container_security_context() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
-def _pod_security_context() -> dict[str, Any]:
+def pod_security_context() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
         "runAsUser": RAY_UID,
@@ -146,10 +146,10 @@ def _ray_container(name: str, image: str, cpu: str, memory: str, gpus: int,
         "name": name,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "resources": _resources(cpu, memory, gpus),
+        "resources": guaranteed_resources(cpu, memory, gpus),
         "ports": ports,
         "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
-        "securityContext": _container_security_context(),
+        "securityContext": container_security_context(),
     }
     if not gpus:
         # The NVIDIA runtime exposes every GPU of the node to a container that asks for none
@@ -158,7 +158,7 @@ def _ray_container(name: str, image: str, cpu: str, memory: str, gpus: int,
     return container
 
 
-def _off_gpu_nodes() -> dict[str, Any]:
+def off_gpu_nodes() -> dict[str, Any]:
     # NotIn also matches nodes without the label, so this works on clusters whose CPU nodes
     # carry no GPU label at all.
     return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
@@ -193,13 +193,13 @@ def _pod_template(container: dict[str, Any], shm_size: str, gpus: int, gpu_pool:
     spec: dict[str, Any] = {
         "containers": [container],
         "volumes": [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}}],
-        "securityContext": _pod_security_context(),
+        "securityContext": pod_security_context(),
     }
     if gpus:
         spec["tolerations"] = [_gpu_toleration()]
         spec["nodeSelector"] = {NODE_POOL_LABEL: gpu_pool} if gpu_pool else {GPU_NODE_LABEL: "true"}
     else:
-        spec["affinity"] = _off_gpu_nodes()
+        spec["affinity"] = off_gpu_nodes()
     return {"metadata": {"labels": dict(labels)}, "spec": spec}
 
 
@@ -266,8 +266,8 @@ def _autoscaler_options(cfg: RayClusterConfig) -> dict[str, Any]:
         "version": AUTOSCALER_VERSION,
         "idleTimeoutSeconds": cfg.idle_timeout_seconds,
         "upscalingMode": cfg.upscaling_mode,
-        "resources": _resources(cfg.autoscaler_cpu, cfg.autoscaler_memory, 0),
-        "securityContext": _container_security_context(),
+        "resources": guaranteed_resources(cfg.autoscaler_cpu, cfg.autoscaler_memory, 0),
+        "securityContext": container_security_context(),
     }
 
 

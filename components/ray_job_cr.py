@@ -39,7 +39,7 @@ from components.config import (
 )
 from components.kuberay_wait import ClusterAccess, KubeRayWait, KubeRayWaitArgs
 from components.ray_cluster_spec import (
-    API_VERSION, _container_security_context, _off_gpu_nodes, _pod_security_context, _resources, common_labels,
+    API_VERSION, container_security_context, off_gpu_nodes, pod_security_context, guaranteed_resources, common_labels,
     ray_cluster,
 )
 from components.ray_job import METADATA_JOB_NAME, METADATA_KIND
@@ -73,15 +73,15 @@ def submitter_template(labels: dict[str, str]) -> dict[str, Any]:
         "name": SUBMITTER_CONTAINER,
         "image": RAY_IMAGE_CPU,
         "imagePullPolicy": "IfNotPresent",
-        "resources": _resources(SUBMITTER_CPU, SUBMITTER_MEMORY, 0),
-        "securityContext": _container_security_context(),
+        "resources": guaranteed_resources(SUBMITTER_CPU, SUBMITTER_MEMORY, 0),
+        "securityContext": container_security_context(),
     }
     return {"metadata": {"labels": dict(labels)}, "spec": {
         "restartPolicy": "Never",
         "containers": [container],
-        "securityContext": _pod_security_context(),
+        "securityContext": pod_security_context(),
         "automountServiceAccountToken": False,
-        "affinity": _off_gpu_nodes(),
+        "affinity": off_gpu_nodes(),
     }}
 
 

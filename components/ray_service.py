@@ -42,9 +42,10 @@ from components.config import JobConfig, KubeRayServiceConfig, RayClusterConfig
 from components.constants import LABEL_PREFIX, RAY_SERVE_PORT
 from components.kuberay_wait import ClusterAccess, KubeRayWait, KubeRayWaitArgs
 from components.ray_cluster_spec import (
-    API_VERSION, AUTH_TOKEN_KEY, INTERNAL_LB_ANNOTATIONS, REDIS_PASSWORD_KEY, auth_secret_name, common_labels,
-    head_service_name, ray_cluster, redis_secret_name, serve_service_name,
+    API_VERSION, INTERNAL_LB_ANNOTATIONS, common_labels,
+    head_service_name, ray_cluster, serve_service_name,
 )
+from components.ray_cluster import cluster_secrets
 from components.ray_job_cr import SKIP_AWAIT, code_runtime_env, spec_digest
 from components.team import RAY_NODE_TYPE_LABEL, load_balancer_policy_spec
 from jobs.common import CONFIG_ENV_VAR
@@ -197,19 +198,10 @@ class RayService(pulumi.ComponentResource):
         labels = common_labels(args.team)
         child = pulumi.ResourceOptions(parent=self, depends_on=list(args.access.prerequisites))
 
-        def secret(suffix: str, secret_name: str, key: str, value: pulumi.Input[str] | None) -> k8s.core.v1.Secret:
-            if value is None:
-                # config.py rejects this combination; reaching it is a programming error.
-                raise ValueError(f"RayService {cluster.name}: {secret_name} needs a value")
-            return k8s.core.v1.Secret(
-                f"{name}-{suffix}", metadata={"name": secret_name, "namespace": args.namespace, "labels": labels},
-                type="Opaque", string_data={key: pulumi.Output.secret(value)}, opts=child)
-
-        needs: list[pulumi.Resource] = [*args.access.prerequisites, *args.depends_on]
-        if cluster.gcs_fault_tolerance is not None and cluster.gcs_fault_tolerance.backend == "redis":
-            needs.append(secret("redis", redis_secret_name(cluster.name), REDIS_PASSWORD_KEY, args.redis_password))
-        if cluster.auth:
-            needs.append(secret("auth", auth_secret_name(cluster.name), AUTH_TOKEN_KEY, args.auth_token))
+        needs: list[pulumi.Resource] = [
+            *args.access.prerequisites, *args.depends_on,
+            *cluster_secrets(name, cluster, args.namespace, args.team, args.redis_password, args.auth_token, child),
+        ]
         policy = internal_lb_policy(cluster, job.kuberay)
         if args.network_policy and policy is not None:
             k8s.networking.v1.NetworkPolicy(
