@@ -201,3 +201,11 @@ def test_every_urn_and_parent_belongs_to_the_stack(path: Path) -> None:
     for res in r.resources:
         assert res["urn"].startswith(prefix), res["urn"]
         assert res["parent"] is None or res["parent"].startswith(prefix), f"{res['urn']}: parent {res['parent']}"
+
+
+def test_renders_do_not_depend_on_the_checkout_location() -> None:
+    from tools.render import ROOT, all_stack_files
+
+    for path in all_stack_files():
+        r = rendered(path)
+        assert str(ROOT) not in repr(r.resources), f"{path.name}: a local path leaks into the render"

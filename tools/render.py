@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STACKS_DIR = ROOT / "stacks"
 PROGRAM = ROOT / "__main__.py"
 SECRET = "[secret]"
+PROJECT_ROOT_PLACEHOLDER = "<project>"
 UNKNOWN = "[unknown]"
 # Types that are not Kubernetes objects themselves, though their tokens start with kubernetes:.
 NON_MANIFEST_TYPES = ("kubernetes:helm.sh/v3:Release", "kubernetes:yaml/v2:ConfigFile", "pulumi:providers:kubernetes")
@@ -80,6 +81,10 @@ def _decode(value: Any) -> Any:
         return [_decode(v) for v in value]
     if value == rpc.UNKNOWN:
         return UNKNOWN
+    if isinstance(value, str) and str(ROOT) in value:
+        # Local paths (the jobs package shipped by the hook) differ per checkout; a render
+        # must not, or every plan diff between two worktrees would show them.
+        return value.replace(str(ROOT), PROJECT_ROOT_PLACEHOLDER)
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
