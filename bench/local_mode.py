@@ -1,15 +1,17 @@
 """Local mode: wall time of `make local` from a warm venv, and the peak PSS of its Ray cluster.
 
-Ours: a child `python -m bench.local_mode ...` runs `tools.local.up` (what `make local`
-runs) for the demo-local stack, timed from the child's start to the end of `up`, so
-interpreter start and imports count as they do for `make local`. Meanwhile this process
-sums the PSS (`memory_full_info().pss`) of every process in the child cluster's session
-every 0.5 s; the peak is the figure. Baseline for memory: a bare local Ray head, idle.
+Ours: a child `python -m bench.local_mode ...` does what `tools.local up` (`make local`)
+does with no cluster running: load the demo-local stack, start a head, `run_jobs`
+(every job through the hook, then a real query to Serve), print the summary; timed
+from the child's start to the end of the jobs, so interpreter start and imports count
+as they do for `make local`. Meanwhile this process sums the PSS
+(`memory_full_info().pss`) of every process in the child cluster's session every
+0.5 s; the peak is the figure. Baseline for memory: a bare local Ray head, idle.
 
-Isolation: a developer's `make local` cluster (build/local, Serve on port 8000, models
-under /tmp/ray-platform/demo-local) is never touched. The child points tools.local at
-a fresh state directory and rewrites the demo jobs' storage paths and Serve port: the
-same code path as `make local`, on its own cluster, stopped by the child afterwards.
+Isolation: a developer's `make local` cluster (its state file, Serve on port 8000, models
+under /tmp/ray-platform/demo-local) is never touched: the child's head lives in a fresh
+temporary directory and the demo jobs' storage paths and Serve port are rewritten
+(`isolate`); the child stops its head afterwards.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ from typing import Any
 from bench.cluster import DEMO_STACK, PeakSampler, session_pss
 from bench.config import BenchConfig
 from bench.stats import Figure, Target
+from components.config import TeamStackConfig
+from tools.local import load_team_stack, run_jobs, summary_table
 from tools.local_ray import LocalRay, free_port, start_head, stop_head
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +59,7 @@ def idle_head_pss() -> float:
 
 
 def measure_up(job: str | None, log_path: Path) -> tuple[float, float, int]:
-    """(seconds to the end of `up`, peak GiB of PSS, up's exit code) of one isolated `make local`."""
+    """(seconds until the jobs are done, peak GiB of PSS, exit code) of one isolated `make local`."""
     state_dir = Path(tempfile.mkdtemp(prefix="rpb-local-", dir="/tmp"))
     command = [sys.executable, "-m", "bench.local_mode", "--state-dir", str(state_dir),
                "--storage-path", str(state_dir / "storage"), "--serve-port", str(free_port())]
@@ -81,7 +85,7 @@ def measure_up(job: str | None, log_path: Path) -> tuple[float, float, int]:
                     sampler.close()
             child.wait()
         if done is None:
-            raise RuntimeError(f"local mode ended (exit {child.returncode}) before `up` finished; see {log_path}")
+            raise RuntimeError(f"local mode ended (exit {child.returncode}) before its jobs finished; see {log_path}")
         return seconds, sampler.peak / GIB, int(done["exit_code"])
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -105,7 +109,7 @@ def run(cfg: BenchConfig, log_dir: Path) -> list[Figure]:
     ]
 
 
-def isolate(cfg: Any, storage_path: str, serve_port: int) -> Any:
+def isolate(cfg: TeamStackConfig, storage_path: str, serve_port: int) -> TeamStackConfig:
     """The demo stack with every job's storage and the Serve port moved off the developer's."""
     moved = {"storage_path": storage_path, "output_path": f"{storage_path}/predictions", "http_port": serve_port}
     jobs = tuple(dataclasses.replace(job, settings={k: moved.get(k, v) for k, v in job.settings.items()})
@@ -114,24 +118,28 @@ def isolate(cfg: Any, storage_path: str, serve_port: int) -> Any:
 
 
 def main() -> int:
-    """Child: `tools.local up` against a fresh state dir, then `down`; prints MARKER when `up` is done."""
+    """Child: what `tools.local up` does for a fresh state dir, on an isolated demo stack; then stops the head.
+
+    Prints MARKER when the jobs are done, before the head is stopped.
+    """
     parser = argparse.ArgumentParser(prog="python -m bench.local_mode")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--storage-path", required=True)
     parser.add_argument("--serve-port", type=int, required=True)
     parser.add_argument("--job")
     args = parser.parse_args()
-    import tools.local as local
-
-    # tools.local has no state-dir or port options (yet): point its module state here.
-    local.STATE_DIR, local.STATE_FILE = args.state_dir, args.state_dir / "ray.json"
-    load_team_stack = local.load_team_stack
-    local.load_team_stack = lambda stack: isolate(load_team_stack(stack), args.storage_path, args.serve_port)
+    cfg = isolate(load_team_stack(DEMO_STACK), args.storage_path, args.serve_port)
+    jobs = [job for job in cfg.jobs if args.job in (None, job.name)]
+    head = start_head(args.state_dir / "ray", num_cpus=2, log_path=args.state_dir / "ray-start.log")
     try:
-        exit_code = local.up(DEMO_STACK, args.job)
+        # The parent finds the cluster's processes through this file.
+        head.save(args.state_dir / "ray.json")
+        outcomes = run_jobs(cfg, jobs, head)
+        print(summary_table(outcomes))
+        exit_code = 0 if all(o.status == "SUCCEEDED" for o in outcomes) else 1
         print(f"{MARKER} {json.dumps({'exit_code': exit_code})}", flush=True)
     finally:
-        local.down()
+        stop_head(head)
     return exit_code
 
 

@@ -117,7 +117,7 @@ def table(figures: list[Figure]) -> str:
              f"{number(f.ours_median)} {f.unit}", f"{number(f.baseline_median)} {f.unit}" if f.baseline else "-",
              number(f.ratio), f.target.text(f.unit) if f.target else "-", f.status) for f in figures]
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
-    line = "  ".join("{:<%d}" % w for w in widths)
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([line.format(*headers), line.format(*("-" * w for w in widths)),
                       *(line.format(*row) for row in rows)])
 

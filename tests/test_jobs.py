@@ -40,7 +40,7 @@ from jobs.model import ACCURACY_BAR, DigitsMLP, load_model, read_pointer, save_c
 from jobs.serve import ServeConfig, build_app
 from jobs.train import TrainConfig
 from jobs.tune import TuneJobConfig
-from tools.local_ray import LocalRay, free_port
+from tools.local_ray import LocalRay
 
 JOB_TIMEOUT_S = 240.0
 HELD_OUT_ROWS = 360
@@ -148,7 +148,7 @@ def test_serve_app_builder_takes_a_dict() -> None:
 def test_entrypoint_and_runtime_env_contract() -> None:
     config = {"storage_path": "/tmp/it's here", "epochs": 2}
     command = entrypoint("train", config)
-    assert shlex.split(command) == ["python", "-m", "jobs.train", "--config-json", json.dumps(config)]
+    assert shlex.split(command) == ["python", "-m", "jobs.train", "--config-json", json.dumps(config, sort_keys=True)]
     assert runtime_env() == {"py_modules": [str(JOBS_DIR)]}
     assert Path(runtime_env()["py_modules"][0], "__init__.py").is_file()
     with pytest.raises(ValueError, match="unknown job"):
@@ -283,11 +283,12 @@ def test_infer_writes_parquet_predictions(client: JobSubmissionClient, storage: 
 
 
 @pytest.fixture
-def serve_app(client: JobSubmissionClient, storage: str, trained: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def serve_app(client: JobSubmissionClient, storage: str, trained: dict[str, Any],
+              ray_head: LocalRay) -> Iterator[dict[str, Any]]:
     """A deployed Serve app (via the serve job), deleted afterwards so its CPUs free up."""
     name = "digits-test"
     config = {"storage_path": storage, "app_name": name, "route_prefix": "/digits-test",
-              "http_host": "127.0.0.1", "http_port": free_port(), "num_cpus": 0.25, "max_rows": 50}
+              "http_host": "127.0.0.1", "http_port": ray_head.serve_port, "num_cpus": 0.25, "max_rows": 50}
     try:
         yield run_job(client, "serve", config)
     finally:

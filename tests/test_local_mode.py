@@ -9,14 +9,14 @@ import pytest
 from components.post_deploy import ray_job_args
 from components.ray_job import INPUT_FIELDS, RayJobProvider
 from tools.local import key_metric, load_team_stack, run_jobs, summary_table
-from tools.local_ray import LocalRay, free_port
+from tools.local_ray import LocalRay
 
 pytestmark = pytest.mark.ray
 
 
 def test_demo_stack_runs_train_infer_serve_and_answers_a_query(ray_head: LocalRay, tmp_path: Path) -> None:
     cfg = load_team_stack("demo-local")
-    port = free_port()
+    port = ray_head.serve_port
     overrides = {"storage_path": str(tmp_path), "output_path": str(tmp_path / "predictions"),
                  "http_port": port, "epochs": 3}
     jobs = [dataclasses.replace(j, settings={k: overrides.get(k, v) for k, v in j.settings.items()})

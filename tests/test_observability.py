@@ -45,7 +45,7 @@ from policy import rules
 from tests.stacks import ids, of_type, rendered, stack_files
 from tools.export_dashboards import generated_dir, wait_for_dashboards
 from tools.k8s_schema import validate_object
-from tools.local_ray import LocalRay, free_port
+from tools.local_ray import LocalRay
 
 Obj = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[1]
@@ -747,7 +747,7 @@ def test_every_ray_metric_the_dashboards_and_alerts_use_is_exported_by_a_real_he
     temp_dir = Path(ray_head.temp_dir)
     client = JobSubmissionClient(ray_head.dashboard_url)
     exported: set[str] = set()
-    job = client.submit_job(entrypoint=f"python workload.py {free_port()}",
+    job = client.submit_job(entrypoint=f"python workload.py {ray_head.serve_port}",
                             runtime_env={"working_dir": str(tmp_path), "env_vars": DATA_METRICS_ENV})
     try:
         deadline = time.monotonic() + 600

@@ -411,7 +411,7 @@ def _deploy_declarative(head: LocalRay, name: str, working_dir_uri: str, port: i
 
 @pytest.fixture
 def serve_port(ray_head: LocalRay) -> Iterator[int]:
-    yield free_port()
+    yield ray_head.serve_port
     # Whatever happened, leave no Serve replicas or proxy behind for later tests.
     requests.delete(f"{ray_head.dashboard_url}/api/serve/applications/", timeout=60)
 

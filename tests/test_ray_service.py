@@ -38,7 +38,7 @@ from jobs.model import DigitsMLP, save_checkpoint, write_pointer
 from tests.stacks import ids, rendered, stack_files
 from tests.test_ray_job_cr import config_of, jobs_archive, pod_specs
 from tools.k8s_schema import validate_object
-from tools.local_ray import LocalRay, free_port
+from tools.local_ray import LocalRay
 from tools.render import STACKS_DIR
 
 Obj = dict[str, Any]
@@ -387,7 +387,7 @@ def test_the_serve_config_deploys_jobs_serve_app_from_the_archive(ray_head: Loca
     app["runtime_env"]["working_dir"] = jobs_archive(tmp_path)
     running = serve_details(ray_head)
     port = (running.get("http_options") or {}).get("port") if running.get("proxies") else None
-    config["http_options"] = {"host": "127.0.0.1", "port": port or free_port()}
+    config["http_options"] = {"host": "127.0.0.1", "port": port or ray_head.serve_port}
     try:
         requests.put(f"{ray_head.dashboard_url}/api/serve/applications/", json=config,
                      timeout=60).raise_for_status()

@@ -200,7 +200,11 @@ def run_one(cfg: TeamStackConfig, job: JobConfig, head: LocalRay, client: JobCli
     metric = key_metric(outs.get("result") or {})
     endpoint = outs.get("endpoint") or ""
     if job.kind == "serve" and endpoint:
-        metric = query_serve(endpoint, log)
+        try:
+            metric = query_serve(endpoint, log)
+        except requests.RequestException as exc:
+            log(f"{job.name}: the Serve endpoint did not answer: {exc}")
+            return Outcome(job.name, job.kind, "UNREACHABLE", time.monotonic() - started, "", endpoint)
     log(f"{job.name}: {outs.get('status')} ({outs.get('submission_id')}) {metric}")
     return Outcome(job.name, job.kind, str(outs.get("status")), time.monotonic() - started, metric, endpoint)
 

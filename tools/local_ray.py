@@ -26,6 +26,9 @@ class LocalRay:
     temp_dir: str
     num_cpus: int
     metrics_port: int
+    # Serve keeps the HTTP options of its first start on a cluster, so everything that
+    # deploys an app on this head uses this one port.
+    serve_port: int
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +106,7 @@ def start_head(temp_dir: Path, num_cpus: int = 2, log_path: Path | None = None,
                             start_new_session=True, env=env, cwd=temp_dir)
     head = LocalRay(pid=proc.pid, gcs_address=f"127.0.0.1:{gcs_port}",
                     dashboard_url=f"http://127.0.0.1:{dash_port}", temp_dir=str(temp_dir),
-                    num_cpus=num_cpus, metrics_port=metrics_port)
+                    num_cpus=num_cpus, metrics_port=metrics_port, serve_port=free_port())
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
