@@ -13,7 +13,7 @@ from bench.__main__ import parse_args
 from bench.config import SECTIONS, BenchConfig
 from bench.infer_tiled import tiled
 from bench.local_mode import isolate
-from bench.program_eval import child_seconds, synthetic_org
+from bench.program_eval import child_seconds, growth_figures, synthetic_org
 from bench.stats import Figure, Target, fit_line, median, table
 from bench.train import report_times
 from components.config import parse, raw_from_pulumi_config, read_stack_file
@@ -41,6 +41,12 @@ def test_table_has_one_row_per_figure_with_target_and_result() -> None:
 def test_line_fit() -> None:
     fit = fit_line([1.0, 10.0, 50.0], [1.5, 6.0, 26.0])
     assert fit.slope == pytest.approx(0.5) and fit.intercept == pytest.approx(1.0) and fit.r2 == pytest.approx(1.0)
+
+
+def test_growth_is_linear_when_the_cost_per_team_stays_flat() -> None:
+    _, linear = growth_figures("team", [1, 10, 50], [1.0, 5.5, 25.5])
+    _, quadratic = growth_figures("team", [1, 10, 50], [1.0, 100.0, 2500.0])
+    assert linear.status == "pass" and quadratic.status == "miss"
 
 
 def test_cli_defaults_and_quick() -> None:

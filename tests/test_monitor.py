@@ -114,7 +114,7 @@ def test_resolve_address_prefers_flag_then_env_then_local_cluster(tmp_path: Path
     with pytest.raises(UsageError, match="make local"):
         resolve_address(None, {}, state)
     LocalRay(pid=1, gcs_address="127.0.0.1:1", dashboard_url="http://127.0.0.1:9999", temp_dir="/tmp/x",
-             num_cpus=2, metrics_port=2).save(state)
+             num_cpus=2, metrics_port=2, serve_port=3).save(state)
     assert resolve_address(None, {}, state) == "http://127.0.0.1:9999"
 
 
