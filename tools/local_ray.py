@@ -27,8 +27,8 @@ class LocalRay:
     num_cpus: int
     metrics_port: int
     # Serve keeps the HTTP options of its first start on a cluster, so everything that
-    # deploys an app on this head uses this one port.
-    serve_port: int
+    # deploys an app on this head uses this one port (0: not recorded, an older state file).
+    serve_port: int = 0
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
