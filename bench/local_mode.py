@@ -58,8 +58,8 @@ def idle_head_pss() -> float:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def measure_up(job: str | None, log_path: Path) -> tuple[float, float, int]:
-    """(seconds until the jobs are done, peak GiB of PSS, exit code) of one isolated `make local`."""
+def measure_up(job: str | None, log_path: Path) -> tuple[float, float, int, int]:
+    """(seconds until the jobs are done, peak GiB of PSS, PSS samples, exit code) of one isolated `make local`."""
     state_dir = Path(tempfile.mkdtemp(prefix="rpb-local-", dir="/tmp"))
     command = [sys.executable, "-m", "bench.local_mode", "--state-dir", str(state_dir),
                "--storage-path", str(state_dir / "storage"), "--serve-port", str(free_port())]
@@ -86,18 +86,19 @@ def measure_up(job: str | None, log_path: Path) -> tuple[float, float, int]:
             child.wait()
         if done is None:
             raise RuntimeError(f"local mode ended (exit {child.returncode}) before its jobs finished; see {log_path}")
-        return seconds, sampler.peak / GIB, int(done["exit_code"])
+        return seconds, sampler.peak / GIB, sampler.samples, int(done["exit_code"])
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def run(cfg: BenchConfig, log_dir: Path) -> list[Figure]:
     idle = idle_head_pss()
-    walls, peaks, failures = [], [], 0
+    walls, peaks, samples, failures = [], [], 0, 0
     for repeat in range(cfg.repeats["local-mode"]):
-        seconds, peak, exit_code = measure_up(cfg.local_job, log_dir / f"local-mode-{repeat}.log")
+        seconds, peak, taken, exit_code = measure_up(cfg.local_job, log_dir / f"local-mode-{repeat}.log")
         walls.append(seconds)
         peaks.append(peak)
+        samples += taken
         failures += exit_code != 0
     scope = f"job {cfg.local_job} only (--quick)" if cfg.local_job else f"every job of {DEMO_STACK}"
     status = f"; {failures} run(s) had a failed job, see {log_dir}/local-mode-*.log" if failures else ""
@@ -105,7 +106,7 @@ def run(cfg: BenchConfig, log_dir: Path) -> list[Figure]:
         Figure("local-mode", "wall time of `make local`", "s", walls,
                note=f"{scope}, fresh cluster, warm venv{status}"),
         Figure("local-mode", "peak PSS of the cluster", "GiB", peaks, [idle], PEAK_TARGET,
-               "baseline: a bare local Ray head, idle"),
+               f"{samples} samples; baseline: a bare local Ray head, idle"),
     ]
 
 

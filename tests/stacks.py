@@ -31,3 +31,23 @@ def of_type(r: Rendered, type_: str) -> list[dict[str, Any]]:
 
 def ids(paths: list[Path]) -> list[str]:
     return [p.name for p in paths]
+
+
+def ray_pods(cluster: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any], Any]]:
+    """(group, pod spec, Ray container, GPUs) of a RayCluster spec, after the checks every Ray pod
+    passes wherever the spec is embedded: image and rayVersion agree, GPU image exactly when GPUs."""
+    from components.constants import GPU_RESOURCE
+    from components.versions import RAY_IMAGE_REPOSITORY, RAY_VERSION
+
+    assert cluster["rayVersion"] == RAY_VERSION
+    pods = [("head", cluster["headGroupSpec"]["template"]["spec"])] + [
+        (g["groupName"], g["template"]["spec"]) for g in cluster.get("workerGroupSpecs", [])]
+    checked = []
+    for group, pod in pods:
+        (container,) = pod["containers"]
+        repository, tag = container["image"].rsplit(":", 1)
+        assert repository == RAY_IMAGE_REPOSITORY and tag.split("-")[0] == RAY_VERSION, group
+        gpus = container["resources"]["limits"].get(GPU_RESOURCE)
+        assert tag.endswith("-gpu") == (gpus is not None), group
+        checked.append((group, pod, container, gpus))
+    return checked

@@ -486,20 +486,8 @@ def opted_in(tmp_path_factory: pytest.TempPathFactory) -> tuple[render.Rendered,
     """The opted-in team stack rendered against prod, with every resource's dependencies."""
     path = tmp_path_factory.mktemp("obs") / "Pulumi.obs-prod.yaml"
     path.write_text(OPTED_IN_STACK)
-    dependencies: dict[str, list[str]] = {}
-
-    class DependencyMonitor(render.RecordingMonitor):
-        def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
-            response = super().RegisterResource(request)
-            dependencies[response.urn] = [urn.rsplit("::", 1)[-1] for urn in request.dependencies]
-            return response
-
-    original = render.RecordingMonitor
-    render.RecordingMonitor = DependencyMonitor  # type: ignore[misc]
-    try:
-        return render.render_stack(path), dependencies
-    finally:
-        render.RecordingMonitor = original  # type: ignore[misc]
+    r = render.render_stack(path)
+    return r, r.dependencies
 
 
 def test_an_opted_in_team_renders_strictly_and_passes_the_policy(

@@ -28,9 +28,9 @@ from components.constants import GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, 
 from components.kuberay_wait import KubeRayWaitError, KubeRayWaitProvider, Progress, poll, rayjob_progress
 from components.post_deploy import JOBS_DIR, entrypoint
 from components.ray_job_cr import KIND, SUBMITTER_CONTAINER, ray_job, spec_digest
-from components.versions import RAY_IMAGE_REPOSITORY, RAY_VERSION
+from components.versions import RAY_VERSION
 from jobs.common import parse_result
-from tests.stacks import ids, rendered, stack_files
+from tests.stacks import ray_pods, ids, rendered, stack_files
 from tests.test_k8s_tunnel import KUBECONFIG
 from tools.k8s_schema import validate_object
 from tools.local_ray import LocalRay
@@ -51,11 +51,6 @@ def config_of(path: Path) -> TeamStackConfig:
 
 def ray_jobs(path: Path) -> list[Obj]:
     return [m for m in rendered(path).manifests() if m["kind"] == KIND]
-
-
-def pod_specs(spec: Obj) -> list[tuple[str, Obj]]:
-    return [("head", spec["headGroupSpec"]["template"]["spec"])] + [
-        (g["groupName"], g["template"]["spec"]) for g in spec.get("workerGroupSpecs", [])]
 
 
 def jobs_archive(directory: Path) -> str:
@@ -114,13 +109,7 @@ def test_rayjob_clusters_keep_the_platform_contracts(path: Path) -> None:
         rules = (spec.get("deletionStrategy") or {}).get("deletionRules")
         assert (spec.get("shutdownAfterJobFinishes") is True and "ttlSecondsAfterFinished" in spec) or rules
         cluster = spec["rayClusterSpec"]
-        assert cluster["rayVersion"] == RAY_VERSION
-        for group, pod in pod_specs(cluster):
-            (container,) = pod["containers"]
-            repository, tag = container["image"].rsplit(":", 1)
-            assert repository == RAY_IMAGE_REPOSITORY and tag.split("-")[0] == RAY_VERSION, group
-            gpus = container["resources"]["limits"].get(GPU_RESOURCE)
-            assert tag.endswith("-gpu") == (gpus is not None), group
+        for group, pod, container, gpus in ray_pods(cluster):
             if gpus is not None:
                 assert container["resources"]["requests"][GPU_RESOURCE] == gpus
                 assert {"key": GPU_TAINT_KEY, "operator": "Equal", "value": GPU_TAINT_VALUE,

@@ -23,7 +23,7 @@ from components.config import (
     UPGRADE_STRATEGIES, ConfigError, JobConfig, KubeRayServiceConfig, RayClusterConfig, TeamStackConfig,
     kuberay_demand, parse,
 )
-from components.constants import GPU_RESOURCE, GPU_TAINT_KEY
+from components.constants import GPU_TAINT_KEY
 from components.kuberay_wait import rayservice_progress
 from components.post_deploy import effective_settings
 from components.ray_cluster_spec import INTERNAL_LB_ANNOTATIONS
@@ -31,12 +31,11 @@ from components.ray_service import (
     IMPORT_PATH, INITIALIZING_TIMEOUT_ANNOTATION, KIND, RAY_SERVICE_LABEL, SERVE_DEPLOYMENT, deployment_options,
     ray_service,
 )
-from components.versions import RAY_IMAGE_REPOSITORY, RAY_VERSION
 from jobs.common import CONFIG_ENV_VAR
 from jobs.data import load_split
 from jobs.model import DigitsMLP, save_checkpoint, write_pointer
-from tests.stacks import ids, rendered, stack_files
-from tests.test_ray_job_cr import config_of, jobs_archive, pod_specs
+from tests.stacks import ray_pods, ids, rendered, stack_files
+from tests.test_ray_job_cr import config_of, jobs_archive
 from tools.k8s_schema import validate_object
 from tools.local_ray import LocalRay
 from tools.render import STACKS_DIR
@@ -82,13 +81,7 @@ def test_every_rayservice_validates_strictly_and_keeps_the_contracts(path: Path)
         timeout = obj["metadata"]["annotations"].get(INITIALIZING_TIMEOUT_ANNOTATION)
         assert timeout is None or GO_DURATION.match(timeout)
         cluster = spec["rayClusterConfig"]
-        assert cluster["rayVersion"] == RAY_VERSION
-        for group, pod in pod_specs(cluster):
-            (container,) = pod["containers"]
-            repository, tag = container["image"].rsplit(":", 1)
-            assert repository == RAY_IMAGE_REPOSITORY and tag.split("-")[0] == RAY_VERSION, group
-            gpus = container["resources"]["limits"].get(GPU_RESOURCE)
-            assert tag.endswith("-gpu") == (gpus is not None), group
+        for group, pod, _container, gpus in ray_pods(cluster):
             assert (gpus is not None) == any(t["key"] == GPU_TAINT_KEY for t in pod.get("tolerations", [])), group
         templates = [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
         assert all(t["metadata"]["labels"][RAY_SERVICE_LABEL] == obj["metadata"]["name"] for t in templates)

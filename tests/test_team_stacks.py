@@ -285,17 +285,9 @@ def test_quota_caps_gpus_and_network_policy_keeps_other_namespaces_away(path: Pa
     assert set(policies) - {f"{cfg.team.name}-ray-ingress"} == {f"{c}-internal-lb" for c in load_balanced}
 
 
-def test_ray_objects_wait_for_namespace_quota_and_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    dependencies: dict[str, list[str]] = {}
-
-    class DependencyMonitor(render.RecordingMonitor):
-        def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
-            response = super().RegisterResource(request)
-            dependencies[response.urn] = [urn.rsplit("::", 1)[-1] for urn in request.dependencies]
-            return response
-
-    monkeypatch.setattr(render, "RecordingMonitor", DependencyMonitor)
+def test_ray_objects_wait_for_namespace_quota_and_limits() -> None:
     r = render.render_stack(STACKS_DIR / "Pulumi.vision-prod.yaml")
+    dependencies = r.dependencies
     # RayCluster train, the RayJob of train-digits, the RayService owning `serve`, and its two Secrets.
     ray_types = (RAY_CLUSTER_TYPE, "kubernetes:ray.io/v1:RayJob", "kubernetes:ray.io/v1:RayService")
     ray_objects = [res for res in r.resources if res["type"] in (*ray_types, "kubernetes:core/v1:Secret")]

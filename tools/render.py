@@ -48,6 +48,8 @@ class Rendered:
     stack: str
     resources: list[dict[str, Any]] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    # URN -> names of the resources it waits for (depends_on and inputs), for ordering tests.
+    dependencies: dict[str, list[str]] = field(default_factory=dict)
 
     def manifests(self) -> list[dict[str, Any]]:
         return [r["inputs"] for r in self.resources if is_manifest_type(r["type"])]
@@ -106,6 +108,7 @@ class RecordingMonitor(mocks.MockMonitor):
     def __init__(self, mocks_impl: mocks.Mocks) -> None:
         super().__init__(mocks_impl)
         self.recorded: list[dict[str, Any]] = []
+        self.dependencies: dict[str, list[str]] = {}
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
         response = super().RegisterResource(request)
@@ -122,6 +125,7 @@ class RecordingMonitor(mocks.MockMonitor):
                 "custom": bool(request.custom),
                 "inputs": inputs,
             })
+            self.dependencies[response.urn] = [urn.rsplit("::", 1)[-1] for urn in request.dependencies]
         return response
 
 
@@ -236,7 +240,8 @@ def render_stack(stack_file: Path, stacks_dir: Path = STACKS_DIR) -> Rendered:
         raise cause if isinstance(cause, ConfigError) else error[0]
     root = get_root_resource()
     outputs = _resolve_outputs(dict(root.outputs)) if root is not None else {}
-    return Rendered(stack=name, resources=list(monitor.recorded), outputs=outputs)
+    return Rendered(stack=name, resources=list(monitor.recorded), outputs=outputs,
+                    dependencies=dict(monitor.dependencies))
 
 
 def manifest_filename(obj: dict[str, Any]) -> str:
