@@ -74,6 +74,9 @@ ERRNO_RE = re.compile(r"\[Errno -?\d+\] [^'\")]+")
 
 POLL_FIRST_S = 0.5
 POLL_MAX_S = 5.0
+# Most post-deploy waits are short: poll at the first interval this long before backing
+# off, so a quick job is not reported up to a full backoff step late (bench/: hook overhead).
+FAST_POLL_WINDOW_S = 30.0
 DASHBOARD_BACKOFF_MAX_S = 15.0
 REQUEST_TIMEOUT_S = 30.0
 STOP_WAIT_S = 30.0
@@ -419,9 +422,19 @@ def submit_or_adopt(client: JobClient, args: RayJobArgs, agent_deadline: float) 
                       "fix the job or change its code before retrying.")
 
 
+def poll_delays() -> Iterator[float]:
+    """Seconds to sleep between polls: steady for FAST_POLL_WINDOW_S, then x1.5 up to POLL_MAX_S."""
+    waited, delay = 0.0, POLL_FIRST_S
+    while True:
+        yield delay
+        waited += delay
+        if waited >= FAST_POLL_WINDOW_S:
+            delay = min(delay * 1.5, POLL_MAX_S)
+
+
 def poll_job(client: JobClient, submission_id: str, targets: frozenset[str], deadline: float) -> JobDetails:
     """Poll with bounded backoff until the status is in `targets` or terminal, or the deadline passes."""
-    delay = POLL_FIRST_S
+    delays = poll_delays()
     while True:
         info = client.info(submission_id)
         if info is None:
@@ -430,8 +443,7 @@ def poll_job(client: JobClient, submission_id: str, targets: frozenset[str], dea
         remaining = deadline - time.monotonic()
         if info.status in targets or info.status in TERMINAL or remaining <= 0:
             return info
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 1.5, POLL_MAX_S)
+        time.sleep(min(next(delays), remaining))
 
 
 def raise_if_failed(client: JobClient, args: RayJobArgs, submission_id: str, info: JobDetails,
@@ -467,7 +479,7 @@ def wait_for_job(client: JobClient, args: RayJobArgs, submission_id: str, deadli
 def wait_for_serve_app(client: JobClient, args: RayJobArgs, deadline: float, started: float) -> dict[str, Any]:
     """Wait until the job's Serve application is RUNNING; returns its details."""
     app_name = cast(str, args.serve_app_name)
-    delay = POLL_FIRST_S
+    delays = poll_delays()
     while True:
         apps = client.serve_details().get("applications") or {}
         app = apps.get(app_name)
@@ -484,8 +496,7 @@ def wait_for_serve_app(client: JobClient, args: RayJobArgs, deadline: float, sta
             raise JobTimeout(f"Serve application '{app_name}' of Ray job '{args.job_name}' is not RUNNING "
                              f"after {time.monotonic() - started:.0f}s ({state}). "
                              "See `make jobs ARGS=serve`.")
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 1.5, POLL_MAX_S)
+        time.sleep(min(next(delays), remaining))
 
 
 def stop_job(client: JobClient, submission_id: str, wait_s: float = STOP_WAIT_S) -> str | None:
@@ -518,13 +529,12 @@ def remove_serve_app(client: JobClient, app_name: str, python: str, wait_s: floa
         # cannot remove it; `serve.delete` inside a short job can.
         _run_serve_delete_job(client, app_name, python, time.monotonic() + wait_s)
     deadline = time.monotonic() + wait_s
-    delay = POLL_FIRST_S
+    delays = poll_delays()
     while app_name in (client.serve_details().get("applications") or {}):
         if time.monotonic() >= deadline:
             raise RayJobError(f"Serve application '{app_name}' is still present {wait_s:g}s after its removal "
                               "was requested; see `make jobs ARGS=serve`.")
-        time.sleep(delay)
-        delay = min(delay * 1.5, POLL_MAX_S)
+        time.sleep(next(delays))
 
 
 def _run_serve_delete_job(client: JobClient, app_name: str, python: str, deadline: float) -> None:

@@ -442,3 +442,15 @@ def test_serve_apps_are_removed_one_at_a_time(ray_head: LocalRay, job_dir: Path,
 
     provider.delete(created["beta"].id, created["beta"].outs or {})
     assert _serve_apps(ray_head) == {}
+
+
+def test_polls_steadily_at_first_then_backs_off_to_the_cap() -> None:
+    from itertools import islice
+
+    from components.ray_job import FAST_POLL_WINDOW_S, POLL_FIRST_S, POLL_MAX_S, poll_delays
+
+    delays = list(islice(poll_delays(), 200))
+    steady = int(FAST_POLL_WINDOW_S / POLL_FIRST_S)
+    assert delays[:steady] == [POLL_FIRST_S] * steady
+    assert delays[steady] > POLL_FIRST_S and max(delays) == POLL_MAX_S == delays[-1]
+    assert delays == sorted(delays)
