@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 SECTIONS = ("program-eval", "hook", "train", "infer", "serve", "local-mode")
 # Sized so that a full run takes about ten minutes on a 2-CPU machine.
-FULL_REPEATS = {"program-eval": 3, "hook": 5, "train": 3, "infer": 3, "serve": 3, "local-mode": 1}
+FULL_REPEATS = {"program-eval": 3, "hook": 7, "train": 2, "infer": 2, "serve": 3, "local-mode": 1}
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class BenchConfig:
     # serve: each load run stops at whichever bound comes first.
     serve_concurrency: tuple[int, ...] = (8, 32)
     serve_requests: int = 1500
-    serve_max_seconds: float = 8.0
+    serve_max_seconds: float = 5.0
     # program-eval: synthetic organisations of this many teams (and GPU pools).
     eval_sizes: tuple[int, ...] = (1, 10, 50)
     # Whole synthetic orgs are rendered this many times per size: at 50 teams one render

@@ -1,20 +1,16 @@
 """Hook overhead: submit -> RUNNING and submit -> SUCCEEDED through the post-deploy hook vs the raw Job SDK.
 
 Ours: `RayJobProvider.create` with wait "running" / "succeeded" (dashboard check,
-deterministic id lookup, submit, poll with the hook's backoff, log fetch), a fresh
-job name per repeat so nothing is adopted. Baseline: `JobSubmissionClient.submit_job`
-and `get_job_status` every POLL_FIRST_S (the hook's first interval) on the same head.
+deterministic id lookup, submit, poll on the hook's schedule, log fetch), a fresh job
+name per repeat so nothing is adopted. Baseline: `JobSubmissionClient.submit_job` and
+`get_job_status` every POLL_FIRST_S (the hook's first interval) on the same head.
 The job sleeps briefly, so RUNNING lasts long enough for both pollers to see it.
-
-A diagnostic pair re-runs the hook with its backoff pinned to POLL_FIRST_S: what is
-left then is the hook's own request overhead, not its polling schedule.
 """
 from __future__ import annotations
 
 import statistics
 import time
 from collections.abc import Callable
-from unittest import mock
 
 from bench.cluster import BenchCluster, fresh_name, hook_props
 from bench.config import BenchConfig
@@ -56,12 +52,6 @@ def hook_run(cluster: BenchCluster, entrypoint: str, wait: str) -> float:
     return seconds
 
 
-def pinned(run: Callable[[], float]) -> float:
-    """The hook with its polling backoff pinned to its first interval (diagnostic)."""
-    with mock.patch.object(ray_job, "POLL_MAX_S", ray_job.POLL_FIRST_S):
-        return run()
-
-
 def run(cfg: BenchConfig, cluster: BenchCluster) -> list[Figure]:
     entrypoint = f"python -c 'import time; time.sleep({cfg.hook_job_seconds})'"
     raw_run(cluster, entrypoint)  # warm-up: the first job on a fresh head starts a worker pool
@@ -69,10 +59,8 @@ def run(cfg: BenchConfig, cluster: BenchCluster) -> list[Figure]:
         ("raw", lambda: raw_run(cluster, entrypoint)),
         ("hook", lambda: (hook_run(cluster, entrypoint, "running"), None)),
         ("hook", lambda: (None, hook_run(cluster, entrypoint, "succeeded"))),
-        ("pinned", lambda: (pinned(lambda: hook_run(cluster, entrypoint, "running")), None)),
-        ("pinned", lambda: (None, pinned(lambda: hook_run(cluster, entrypoint, "succeeded")))),
     ]
-    samples: dict[tuple[str, str], list[float]] = {(side, state): [] for side in ("raw", "hook", "pinned")
+    samples: dict[tuple[str, str], list[float]] = {(side, state): [] for side in ("raw", "hook")
                                                    for state in ("running", "succeeded")}
     for repeat in range(cfg.repeats["hook"]):
         # Rotate the order, so drift in the machine's load does not favour one side.
@@ -81,18 +69,13 @@ def run(cfg: BenchConfig, cluster: BenchCluster) -> list[Figure]:
             for state, seconds in zip(("running", "succeeded"), variant()):
                 if seconds is not None:
                     samples[side, state].append(seconds)
-    backoff = (f"hook polls after {ray_job.POLL_FIRST_S:g} s, x1.5 each time up to {ray_job.POLL_MAX_S:g} s; "
-               f"the baseline every {ray_job.POLL_FIRST_S:g} s")
-    figures = [
-        Figure("hook", "submit->RUNNING", "s", samples["hook", "running"], samples["raw", "running"], TARGET, backoff),
-        Figure("hook", "submit->SUCCEEDED", "s", samples["hook", "succeeded"], samples["raw", "succeeded"], TARGET),
-        Figure("hook", "submit->RUNNING, backoff pinned (diagnostic)", "s", samples["pinned", "running"],
-               samples["raw", "running"], note="hook with POLL_MAX_S = POLL_FIRST_S"),
-        Figure("hook", "submit->SUCCEEDED, backoff pinned (diagnostic)", "s", samples["pinned", "succeeded"],
-               samples["raw", "succeeded"]),
-    ]
-    # Polling quantizes both sides to ~POLL_FIRST_S, so the absolute cost is the clearer number.
-    for figure in figures:
-        extra = f"{statistics.median(figure.ours) - statistics.median(figure.baseline):+.2f} s over the baseline"
-        figure.note = f"{figure.note}; {extra}" if figure.note else extra
+    schedule = (f"hook polls every {ray_job.POLL_FIRST_S:g} s for {ray_job.FAST_POLL_WINDOW_S:g} s, then x1.5 up "
+                f"to {ray_job.POLL_MAX_S:g} s; baseline every {ray_job.POLL_FIRST_S:g} s")
+    figures = []
+    for state, label in (("running", "RUNNING"), ("succeeded", "SUCCEEDED")):
+        ours, base = samples["hook", state], samples["raw", state]
+        # Polling quantizes both sides to ~POLL_FIRST_S, so the absolute cost is the clearer number.
+        extra = f"{statistics.median(ours) - statistics.median(base):+.2f} s over the baseline"
+        figures.append(Figure("hook", f"submit->{label}", "s", ours, base, TARGET,
+                              f"{schedule}; {extra}" if state == "running" else extra))
     return figures

@@ -10,8 +10,8 @@ as they do for `make local`. Meanwhile this process sums the PSS
 
 Isolation: a developer's `make local` cluster (its state file, Serve on port 8000, models
 under /tmp/ray-platform/demo-local) is never touched: the child's head lives in a fresh
-temporary directory and the demo jobs' storage paths and Serve port are rewritten
-(`isolate`); the child stops its head afterwards.
+temporary directory, and the demo jobs' storage paths and Serve port (the head's own,
+free one) are rewritten (`isolate`); the child stops its head afterwards.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from bench.config import BenchConfig
 from bench.stats import Figure, Target
 from components.config import TeamStackConfig
 from tools.local import load_team_stack, run_jobs, summary_table
-from tools.local_ray import LocalRay, free_port, start_head, stop_head
+from tools.local_ray import start_head, stop_head
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -62,13 +62,16 @@ def measure_up(job: str | None, log_path: Path) -> tuple[float, float, int, int]
     """(seconds until the jobs are done, peak GiB of PSS, PSS samples, exit code) of one isolated `make local`."""
     state_dir = Path(tempfile.mkdtemp(prefix="rpb-local-", dir="/tmp"))
     command = [sys.executable, "-m", "bench.local_mode", "--state-dir", str(state_dir),
-               "--storage-path", str(state_dir / "storage"), "--serve-port", str(free_port())]
+               "--storage-path", str(state_dir / "storage")]
     if job is not None:
         command += ["--job", job]
 
     def session() -> int | None:
-        head = LocalRay.load(state_dir / "ray.json")
-        return head.pid if head is not None else None
+        # Only the pid: the child may run a newer tools.local_ray whose state file has more fields.
+        try:
+            return int(json.loads((state_dir / "ray.json").read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            return None
 
     try:
         with log_path.open("w") as log, PeakSampler(session) as sampler:
@@ -126,16 +129,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.local_mode")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--storage-path", required=True)
-    parser.add_argument("--serve-port", type=int, required=True)
     parser.add_argument("--job")
     args = parser.parse_args()
-    cfg = isolate(load_team_stack(DEMO_STACK), args.storage_path, args.serve_port)
-    jobs = [job for job in cfg.jobs if args.job in (None, job.name)]
+    cfg = load_team_stack(DEMO_STACK)
     head = start_head(args.state_dir / "ray", num_cpus=2, log_path=args.state_dir / "ray-start.log")
     try:
         # The parent finds the cluster's processes through this file.
         head.save(args.state_dir / "ray.json")
-        outcomes = run_jobs(cfg, jobs, head)
+        cfg = isolate(cfg, args.storage_path, head.serve_port)
+        outcomes = run_jobs(cfg, [job for job in cfg.jobs if args.job in (None, job.name)], head)
         print(summary_table(outcomes))
         exit_code = 0 if all(o.status == "SUCCEEDED" for o in outcomes) else 1
         print(f"{MARKER} {json.dumps({'exit_code': exit_code})}", flush=True)

@@ -43,8 +43,8 @@ def test_line_fit() -> None:
     assert fit.slope == pytest.approx(0.5) and fit.intercept == pytest.approx(1.0) and fit.r2 == pytest.approx(1.0)
 
 
-def test_growth_is_linear_when_the_cost_per_team_stays_flat() -> None:
-    _, linear = growth_figures("team", [1, 10, 50], [1.0, 5.5, 25.5])
+def test_growth_is_linear_when_the_cost_per_team_does_not_rise() -> None:
+    _, linear = growth_figures("team", [1, 10, 50], [1.5, 6.0, 26.0])
     _, quadratic = growth_figures("team", [1, 10, 50], [1.0, 100.0, 2500.0])
     assert linear.status == "pass" and quadratic.status == "miss"
 
