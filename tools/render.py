@@ -197,6 +197,9 @@ def _resolve_outputs(stack_outputs: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
+_REFERENCE_RENDERS: dict[tuple[Path, Path, int], Rendered] = {}
+
+
 def _referenced_stacks(flat: dict[str, str], stacks_dir: Path) -> dict[str, Rendered]:
     """Render the platform stack a team stack references, from <stacks_dir>/Pulumi.<last segment>.yaml.
 
@@ -206,7 +209,14 @@ def _referenced_stacks(flat: dict[str, str], stacks_dir: Path) -> dict[str, Rend
     if not reference:
         return {}
     path = stacks_dir / f"Pulumi.{reference.rsplit('/', 1)[-1]}.yaml"
-    return {reference: render_stack(path, stacks_dir)} if path.exists() else {}
+    if not path.exists():
+        return {}
+    # Every team stack of an environment references the same platform stack: render it
+    # once per process (and again only if its file changes), so an org renders linearly.
+    key = (path.resolve(), stacks_dir.resolve(), path.stat().st_mtime_ns)
+    if key not in _REFERENCE_RENDERS:
+        _REFERENCE_RENDERS[key] = render_stack(path, stacks_dir)
+    return {reference: _REFERENCE_RENDERS[key]}
 
 
 def render_stack(stack_file: Path, stacks_dir: Path = STACKS_DIR) -> Rendered:
