@@ -72,7 +72,7 @@ def start_head(temp_dir: Path, num_cpus: int = 2, log_path: Path | None = None,
     """
     temp_dir.mkdir(parents=True, exist_ok=True)
     gcs_port, dash_port, client_port, metrics_port, agent_http, agent_grpc, runtime_env_agent, node_manager, \
-        object_manager = (free_port() for _ in range(9))
+        object_manager, autoscaler_metrics, dashboard_metrics = (free_port() for _ in range(11))
     ray_bin = Path(sys.executable).parent / "ray"
     cmd = [
         str(ray_bin), "start", "--head", "--block",
@@ -99,7 +99,11 @@ def start_head(temp_dir: Path, num_cpus: int = 2, log_path: Path | None = None,
     # Job entrypoints say `python ...`, as they do in the cluster image: put this
     # environment's interpreter first so local jobs find ray, torch and the jobs package.
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
-           "PATH": f"{ray_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+           "PATH": f"{ray_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           # No flags exist for these two; with the defaults (44217, 44227) the second head
+           # on a machine silently exports no autoscaler or dashboard metrics.
+           "AUTOSCALER_METRIC_PORT": str(autoscaler_metrics),
+           "DASHBOARD_METRIC_PORT": str(dashboard_metrics)}
     # Started outside the checkout: job drivers inherit this directory, and from the repo
     # root `python -m jobs.x` would import the working tree instead of the shipped package.
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
