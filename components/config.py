@@ -1485,6 +1485,14 @@ def stack_name(path: Path) -> str:
     return path.name[len("Pulumi."):-len(".yaml")]
 
 
+def parse_stack_file(path: Path, platform_lookup: Callable[[str], PlatformConfig | None] | None = None
+                     ) -> StackConfig:
+    """Parse a stack file as `pulumi up` would see it (secrets as placeholders)."""
+    flat, _ = read_stack_file(path)
+    raw, region = raw_from_pulumi_config(flat)
+    return parse(raw, stack_name(path), region, platform_lookup)
+
+
 def platform_lookup_from_dir(stacks_dir: Path) -> Callable[[str], PlatformConfig | None]:
     """Resolve a platform stack by short name from the repo's stack files (None if absent or broken)."""
 
@@ -1492,10 +1500,8 @@ def platform_lookup_from_dir(stacks_dir: Path) -> Callable[[str], PlatformConfig
         path = stacks_dir / f"Pulumi.{name}.yaml"
         if not path.exists():
             return None
-        flat, _ = read_stack_file(path)
-        raw, region = raw_from_pulumi_config(flat)
         try:
-            cfg = parse(raw, name, region)
+            cfg = parse_stack_file(path)
         except ConfigError:
             return None
         return cfg if isinstance(cfg, PlatformConfig) else None

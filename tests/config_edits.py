@@ -21,3 +21,15 @@ def with_change(path: str, value: Any, base: dict[str, Any]) -> dict[str, Any]:
     else:
         node[last] = value
     return raw
+
+
+def with_first_job(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """`base` with keys of its first job changed; `kuberay_<key>` sets a key of the job's kuberay block."""
+    raw = copy.deepcopy(base)
+    job = raw["jobs"][0]
+    for key, value in changes.items():
+        if key.startswith("kuberay_"):
+            job["kuberay"][key.removeprefix("kuberay_")] = value
+        else:
+            job[key] = value
+    return raw

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from components.config import TeamStackConfig, parse_stack_file, platform_lookup_from_dir
 from components.constants import PROJECT
 from tools.render import Rendered, all_stack_files, render_stack
 
@@ -51,3 +52,10 @@ def ray_pods(cluster: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[st
         assert tag.endswith("-gpu") == (gpus is not None), group
         checked.append((group, pod, container, gpus))
     return checked
+
+
+def config_of(path: Path) -> TeamStackConfig:
+    """A shipped team stack's parsed config, checked against its platform stack file."""
+    cfg = parse_stack_file(path, platform_lookup_from_dir(path.parent))
+    assert isinstance(cfg, TeamStackConfig)
+    return cfg

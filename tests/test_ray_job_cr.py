@@ -7,7 +7,6 @@ the local Ray head, with the code archive as a file:// URI standing in for s3://
 """
 from __future__ import annotations
 
-import copy
 import re
 import time
 import zipfile
@@ -22,7 +21,6 @@ import components.kuberay_wait as wait_mod
 from components.config import (
     CODE_URI, DNS1035, KUBERAY_CR_NAME_MAX, ConfigError, JobConfig, JobResources, KubeRayJobConfig,
     RayClusterConfig, TeamStackConfig, WorkerGroupConfig, ephemeral_cluster, kuberay_demand, max_demand, parse,
-    platform_lookup_from_dir, raw_from_pulumi_config, read_stack_file, stack_name,
 )
 from components.constants import GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
 from components.kuberay_wait import KubeRayWaitError, KubeRayWaitProvider, Progress, poll, rayjob_progress
@@ -30,7 +28,8 @@ from components.post_deploy import JOBS_DIR, entrypoint
 from components.ray_job_cr import KIND, SUBMITTER_CONTAINER, ray_job, spec_digest
 from components.versions import RAY_VERSION
 from jobs.common import parse_result
-from tests.stacks import ray_pods, ids, rendered, stack_files
+from tests.config_edits import with_first_job
+from tests.stacks import config_of, ray_pods, ids, rendered, stack_files
 from tests.test_k8s_tunnel import KUBECONFIG
 from tools.k8s_schema import validate_object
 from tools.local_ray import LocalRay
@@ -39,14 +38,6 @@ from tools.render import STACKS_DIR
 Obj = dict[str, Any]
 TEAM = stack_files("team")
 ARCHIVE_TOP = "ray-platform-jobs"
-
-
-def config_of(path: Path) -> TeamStackConfig:
-    flat, _ = read_stack_file(path)
-    raw, region = raw_from_pulumi_config(flat)
-    cfg = parse(raw, stack_name(path), region, platform_lookup_from_dir(STACKS_DIR))
-    assert isinstance(cfg, TeamStackConfig)
-    return cfg
 
 
 def ray_jobs(path: Path) -> list[Obj]:
@@ -196,14 +187,7 @@ BASE: dict[str, Any] = {
 
 
 def with_job(**changes: Any) -> dict[str, Any]:
-    raw = copy.deepcopy(BASE)
-    job = raw["jobs"][0]
-    for key, value in changes.items():
-        if key.startswith("kuberay_"):
-            job["kuberay"][key.removeprefix("kuberay_")] = value
-        else:
-            job[key] = value
-    return raw
+    return with_first_job(BASE, **changes)
 
 
 def with_quota(raw: dict[str, Any], **quota: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ deployed for real on the local Ray head.
 """
 from __future__ import annotations
 
-import copy
 import json
 import re
 import time
@@ -34,6 +33,7 @@ from components.ray_service import (
 from jobs.common import CONFIG_ENV_VAR
 from jobs.data import load_split
 from jobs.model import DigitsMLP, save_checkpoint, write_pointer
+from tests.config_edits import with_first_job
 from tests.stacks import ray_pods, ids, rendered, stack_files
 from tests.test_ray_job_cr import config_of, jobs_archive
 from tools.k8s_schema import validate_object
@@ -234,13 +234,7 @@ BASE: dict[str, Any] = {
 
 
 def with_serve(*extra_jobs: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    raw = copy.deepcopy(BASE)
-    job = raw["jobs"][0]
-    for key, value in changes.items():
-        if key.startswith("kuberay_"):
-            job["kuberay"][key.removeprefix("kuberay_")] = value
-        else:
-            job[key] = value
+    raw = with_first_job(BASE, **changes)
     raw["jobs"].extend(extra_jobs)
     return raw
 

@@ -10,8 +10,7 @@ import pytest
 
 import tools.render as render
 from components.config import (
-    RAYCLUSTER_NAME_MAX, DNS1035, TeamStackConfig, parse, platform_lookup_from_dir, raw_from_pulumi_config,
-    read_stack_file, stack_name,
+    RAYCLUSTER_NAME_MAX, DNS1035,
 )
 from components.constants import (
     GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL,
@@ -19,7 +18,7 @@ from components.constants import (
 from components.ray_cluster_spec import TEAM_LABEL, auth_secret_name, gcs_volume_claim_name, redis_secret_name
 from components.team_layer import PlatformMismatch, check_platform
 from components.versions import KUBERAY_VERSION, RAY_IMAGE_REPOSITORY
-from tests.stacks import ids, rendered, stack_files
+from tests.stacks import config_of, ids, rendered, stack_files
 from tools.k8s_schema import validate_object
 
 Obj = dict[str, Any]
@@ -30,14 +29,6 @@ RAY_CLUSTER_TYPE = "kubernetes:ray.io/v1:RayCluster"
 # beyond the team.
 TEAM_KINDS = {"Namespace", "ResourceQuota", "LimitRange", "Role", "RoleBinding", "NetworkPolicy", "Secret", "ConfigMap",
               "PersistentVolumeClaim", "RayCluster", "RayJob", "RayService"}
-
-
-def config_of(path: Path) -> TeamStackConfig:
-    flat, _ = read_stack_file(path)
-    raw, region = raw_from_pulumi_config(flat)
-    cfg = parse(raw, stack_name(path), region, platform_lookup_from_dir(STACKS_DIR))
-    assert isinstance(cfg, TeamStackConfig)
-    return cfg
 
 
 def platform_outputs(path: Path) -> dict[str, Any]:

@@ -28,8 +28,7 @@ from typing import Any
 
 import requests
 
-from components.config import ConfigError, JobConfig, TeamStackConfig, parse, platform_lookup_from_dir, \
-    raw_from_pulumi_config, read_stack_file
+from components.config import ConfigError, JobConfig, TeamStackConfig, parse_stack_file, platform_lookup_from_dir
 from components.post_deploy import jobs_code_hash, ray_job_args
 from components.ray_job import INPUT_FIELDS, METADATA_JOB_NAME, JobClient, RayJobArgs, RayJobProvider
 from tools.local_ray import LocalRay, start_head, stop_head
@@ -73,9 +72,7 @@ def ensure_head(log: Callable[[str], None]) -> LocalRay:
 
 def load_team_stack(stack: str) -> TeamStackConfig:
     path = ROOT / "stacks" / f"Pulumi.{stack}.yaml"
-    flat, _ = read_stack_file(path)
-    raw, region = raw_from_pulumi_config(flat)
-    cfg = parse(raw, stack, region, platform_lookup_from_dir(ROOT / "stacks"))
+    cfg = parse_stack_file(path, platform_lookup_from_dir(ROOT / "stacks"))
     if not isinstance(cfg, TeamStackConfig) or not cfg.jobs:
         raise ConfigError(stack, [f"{path.name} is not a team stack with jobs"])
     return cfg
