@@ -10,9 +10,11 @@ PYTEST_ARGS ?=
 .PHONY: help test render render-all policy local run local-down jobs plan-diff bench clean
 
 help:
-	@echo "make local        start an embedded Ray cluster and run the demo-local jobs end to end"
-	@echo "make run JOB=<name>  run one job of the demo-local stack on the local cluster"
-	@echo "make local-down   stop the local Ray cluster"
+	@echo "make local [ARGS='...']  start an embedded Ray cluster and run the demo-local jobs end to end"
+	@echo "                  ARGS: --state-dir DIR --storage-path PATH --serve-port N (0: free port) for a second,"
+	@echo "                  isolated cluster (venv/bin/python -m tools.local up -h)"
+	@echo "make run JOB=<name> [ARGS='...']  run one job of the demo-local stack on the local cluster (ARGS as above)"
+	@echo "make local-down [ARGS='--state-dir DIR']  stop the local Ray cluster"
 	@echo "make test         run the whole test suite"
 	@echo "make render STACK=<name> [CONFIG=<path>]  render a stack offline into build/render/<stack>/"
 	@echo "make render-all   render every stack in stacks/"
@@ -46,14 +48,14 @@ plan-diff: $(STAMP)
 	$(PY) -m tools.plan_diff --base $(BASE) --out $(PLAN_DIFF_OUT) || test $$? -eq 2
 
 local: $(STAMP)
-	$(PY) -m tools.local up
+	$(PY) -m tools.local up $(ARGS)
 
 run: $(STAMP)
 	@test -n "$(JOB)" || { echo 'usage: make run JOB=<job name from stacks/Pulumi.demo-local.yaml>' >&2; exit 2; }
-	$(PY) -m tools.local run $(JOB)
+	$(PY) -m tools.local run $(JOB) $(ARGS)
 
 local-down: $(STAMP)
-	$(PY) -m tools.local down
+	$(PY) -m tools.local down $(ARGS)
 
 jobs: $(STAMP)
 	$(PY) -m tools.monitor $(ARGS)

@@ -1,45 +1,47 @@
-"""Local mode: wall time of `make local` from a warm venv, and the peak PSS of its Ray cluster.
+"""Local mode: wall time of the literal `make local` from a warm venv, and the peak PSS of its Ray cluster.
 
-Ours: a child `python -m bench.local_mode ...` does what `tools.local up` (`make local`)
-does with no cluster running: load the demo-local stack, start a head, `run_jobs`
-(every job through the hook, then a real query to Serve), print the summary; timed
-from the child's start to the end of the jobs, so interpreter start and imports count
-as they do for `make local`. Meanwhile this process sums the PSS
-(`memory_full_info().pss`) of every process in the child cluster's session every
-0.5 s; the peak is the figure. Baseline for memory: a bare local Ray head, idle.
+Ours: `make local ARGS='--state-dir <tmp> --storage-path <tmp>/storage --serve-port <free>'`
+(`make run JOB=<job> ARGS=...` for a single job) with no cluster running, timed from
+launch to make's exit, so make, interpreter start and imports, the head's start, every
+job through the hook, the query to Serve and the summary all count, as they do for a
+developer. The cluster stays up after make; meanwhile this process sums the PSS
+(`memory_full_info().pss`) of every process in the cluster's session, found through
+<tmp>/ray.json, every 0.5 s; the peak is the figure. Baseline for memory: a bare local
+Ray head, idle.
 
-Isolation: a developer's `make local` cluster (its state file, Serve on port 8000, models
-under /tmp/ray-platform/demo-local) is never touched: the child's head lives in a fresh
-temporary directory, and the demo jobs' storage paths and Serve port (the head's own,
-free one) are rewritten (`isolate`); the child stops its head afterwards.
+Isolation: a developer's `make local` cluster (build/local, Serve on port 8000, models
+under /tmp/ray-platform/demo-local) is never touched: tools.local's own options move the
+state dir, storage and Serve port. Afterwards `make local-down ARGS='--state-dir <tmp>'`
+stops the cluster, whatever make local did, and what is left of its session is killed.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
+import os
+import shlex
 import shutil
+import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+import psutil
 
 from bench.cluster import DEMO_STACK, PeakSampler, session_pss
 from bench.config import BenchConfig
 from bench.stats import Figure, Target
-from components.config import TeamStackConfig
-from tools.local import load_team_stack, run_jobs, summary_table
-from tools.local_ray import start_head, stop_head
+from tools.local_ray import free_port, start_head, stop_head
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
 PEAK_TARGET = Target("<", 4.0, on_ratio=False)
-MARKER = "bench-local-mode:"
 IDLE_SETTLE_S = 5.0
 IDLE_SAMPLES = 5
+# A `make bench` parent hands its command-line variables (ARGS, JOB, ...) to every make
+# below it through these; the measured make must see only its own.
+PARENT_MAKE_VARS = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
 
 
 def idle_head_pss() -> float:
@@ -58,40 +60,81 @@ def idle_head_pss() -> float:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def measure_up(job: str | None, log_path: Path) -> tuple[float, float, int, int]:
-    """(seconds until the jobs are done, peak GiB of PSS, PSS samples, exit code) of one isolated `make local`."""
-    state_dir = Path(tempfile.mkdtemp(prefix="rpb-local-", dir="/tmp"))
-    command = [sys.executable, "-m", "bench.local_mode", "--state-dir", str(state_dir),
-               "--storage-path", str(state_dir / "storage")]
-    if job is not None:
-        command += ["--job", job]
+def make_command(target: str, job: str | None = None, **options: str | Path | int) -> list[str]:
+    """`make <target> [JOB=<job>] ARGS='--opt value ...'`: keyword `state_dir` becomes `--state-dir`."""
+    args = shlex.join(item for name, value in options.items() for item in (f"--{name.replace('_', '-')}", str(value)))
+    return ["make", target, *([f"JOB={job}"] if job is not None else []), f"ARGS={args}"]
 
-    def session() -> int | None:
-        # Only the pid: the child may run a newer tools.local_ray whose state file has more fields.
-        try:
-            return int(json.loads((state_dir / "ray.json").read_text())["pid"])
-        except (OSError, ValueError, KeyError):
-            return None
 
+def up_command(job: str | None, state_dir: Path, serve_port: int) -> list[str]:
+    """The literal command a developer types for a second, isolated cluster."""
+    return make_command("local" if job is None else "run", job, state_dir=state_dir,
+                        storage_path=state_dir / "storage", serve_port=serve_port)
+
+
+def make(command: list[str], log_path: Path) -> int:
+    with log_path.open("a") as log:
+        log.write(f"$ {shlex.join(command)}\n")
+        log.flush()
+        env = {k: v for k, v in os.environ.items() if k not in PARENT_MAKE_VARS}
+        return subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env=env, check=False).returncode
+
+
+def head_pid(state_dir: Path) -> int | None:
+    # Only the pid: the state file may come from a newer tools.local_ray with more fields.
     try:
-        with log_path.open("w") as log, PeakSampler(session) as sampler:
-            started = time.monotonic()
-            child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, text=True)
-            assert child.stdout is not None
-            done: dict[str, Any] | None = None
-            for line in child.stdout:
-                log.write(line)
-                if line.startswith(MARKER) and done is None:
-                    seconds = time.monotonic() - started
-                    done = json.loads(line[len(MARKER):])
-                    sampler.close()
-            child.wait()
-        if done is None:
-            raise RuntimeError(f"local mode ended (exit {child.returncode}) before its jobs finished; see {log_path}")
-        return seconds, sampler.peak / GIB, sampler.samples, int(done["exit_code"])
+        return int(json.loads((state_dir / "ray.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def kill_session(session_id: int) -> int:
+    """SIGKILL what still runs in a head's session (its workers leave the head's process group); how many."""
+    left = [p for p in psutil.process_iter() if _alive_in_session(p, session_id)]
+    for proc in left:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            continue
+    psutil.wait_procs(left, timeout=5)
+    return len(left)
+
+
+def _alive_in_session(proc: psutil.Process, session_id: int) -> bool:
+    # Zombies are already dead: init reaps them once their parent, the raylet, is gone.
+    try:
+        return os.getsid(proc.pid) == session_id and proc.status() != psutil.STATUS_ZOMBIE
+    except (OSError, psutil.Error):
+        return False
+
+
+def tear_down(state_dir: Path, log_path: Path) -> None:
+    """`make local-down` for the state dir, then no process of its cluster left, then no files."""
+    pid = head_pid(state_dir)
+    try:
+        make(make_command("local-down", state_dir=state_dir), log_path)
     finally:
+        if pid is not None and (left := kill_session(pid)):
+            with log_path.open("a") as log:
+                log.write(f"bench: killed {left} process(es) left in the cluster's session {pid}\n")
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def measure_up(job: str | None, log_path: Path) -> tuple[float, float, int, int]:
+    """(seconds until make exits, peak GiB of PSS, PSS samples, make's exit code) of one isolated `make local`."""
+    state_dir = Path(tempfile.mkdtemp(prefix="rpb-local-", dir="/tmp"))
+    log_path.write_text("")
+    try:
+        with PeakSampler(lambda: head_pid(state_dir)) as sampler:
+            started = time.monotonic()
+            exit_code = make(up_command(job, state_dir, free_port()), log_path)
+            seconds = time.monotonic() - started
+    finally:
+        tear_down(state_dir, log_path)
+    if not sampler.samples:
+        raise RuntimeError(f"make exited {exit_code} before its cluster was up; see {log_path}")
+    return seconds, sampler.peak / GIB, sampler.samples, exit_code
 
 
 def run(cfg: BenchConfig, log_dir: Path) -> list[Figure]:
@@ -104,47 +147,12 @@ def run(cfg: BenchConfig, log_dir: Path) -> list[Figure]:
         samples += taken
         failures += exit_code != 0
     scope = f"job {cfg.local_job} only (--quick)" if cfg.local_job else f"every job of {DEMO_STACK}"
-    status = f"; {failures} run(s) had a failed job, see {log_dir}/local-mode-*.log" if failures else ""
+    command = f"make run JOB={cfg.local_job}" if cfg.local_job else "make local"
+    status = f"; {failures} run(s) exited nonzero, see {log_dir}/local-mode-*.log" if failures else ""
     return [
         Figure("local-mode", "wall time of `make local`", "s", walls,
-               note=f"{scope}, fresh cluster, warm venv{status}"),
+               note=f"{scope}: literal `{command} ARGS=...` from launch to make's exit, fresh cluster, "
+                    f"warm venv{status}"),
         Figure("local-mode", "peak PSS of the cluster", "GiB", peaks, [idle], PEAK_TARGET,
                f"{samples} samples; baseline: a bare local Ray head, idle"),
     ]
-
-
-def isolate(cfg: TeamStackConfig, storage_path: str, serve_port: int) -> TeamStackConfig:
-    """The demo stack with every job's storage and the Serve port moved off the developer's."""
-    moved = {"storage_path": storage_path, "output_path": f"{storage_path}/predictions", "http_port": serve_port}
-    jobs = tuple(dataclasses.replace(job, settings={k: moved.get(k, v) for k, v in job.settings.items()})
-                 for job in cfg.jobs)
-    return dataclasses.replace(cfg, jobs=jobs)
-
-
-def main() -> int:
-    """Child: what `tools.local up` does for a fresh state dir, on an isolated demo stack; then stops the head.
-
-    Prints MARKER when the jobs are done, before the head is stopped.
-    """
-    parser = argparse.ArgumentParser(prog="python -m bench.local_mode")
-    parser.add_argument("--state-dir", type=Path, required=True)
-    parser.add_argument("--storage-path", required=True)
-    parser.add_argument("--job")
-    args = parser.parse_args()
-    cfg = load_team_stack(DEMO_STACK)
-    head = start_head(args.state_dir / "ray", num_cpus=2, log_path=args.state_dir / "ray-start.log")
-    try:
-        # The parent finds the cluster's processes through this file.
-        head.save(args.state_dir / "ray.json")
-        cfg = isolate(cfg, args.storage_path, head.serve_port)
-        outcomes = run_jobs(cfg, [job for job in cfg.jobs if args.job in (None, job.name)], head)
-        print(summary_table(outcomes))
-        exit_code = 0 if all(o.status == "SUCCEEDED" for o in outcomes) else 1
-        print(f"{MARKER} {json.dumps({'exit_code': exit_code})}", flush=True)
-    finally:
-        stop_head(head)
-    return exit_code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,6 +4,7 @@ The benchmarks themselves never run in `make test`: `make bench` runs them.
 """
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -12,12 +13,12 @@ import pytest
 from bench.__main__ import parse_args
 from bench.config import SECTIONS, BenchConfig
 from bench.infer_tiled import tiled
-from bench.local_mode import isolate
+from bench.local_mode import make_command, up_command
 from bench.program_eval import child_seconds, growth_figures, synthetic_org
 from bench.stats import Figure, Target, fit_line, median, table
 from bench.train import report_times
 from components.config import parse, raw_from_pulumi_config, read_stack_file
-from tools.local import load_team_stack
+from tools.local import DEFAULT_STATE_DIR, parser
 
 
 def test_ratio_is_ours_over_baseline_and_the_target_says_which_way_is_better() -> None:
@@ -69,11 +70,17 @@ def test_tiled_inference_input_keeps_the_block_count() -> None:
     assert [len(b) for b in blocks] == [3, 3]
 
 
-def test_local_mode_never_uses_the_developers_storage_or_serve_port() -> None:
-    cfg = isolate(load_team_stack("demo-local"), "/tmp/rpb-x/storage", 18000)
-    for job in cfg.jobs:
-        assert not any("/tmp/ray-platform/demo-local" in str(v) for v in job.settings.values()), job.name
-        assert job.settings.get("http_port", 18000) == 18000
+@pytest.mark.parametrize(("job", "target"), [(None, ["make", "local"]),
+                                             ("core-stats", ["make", "run", "JOB=core-stats"])])
+def test_local_mode_runs_the_literal_make_command_away_from_the_developers_cluster(job: str | None,
+                                                                                    target: list[str]) -> None:
+    command = up_command(job, Path("/tmp/rpb-x"), 18000)
+    assert command[:-1] == target and command[-1].startswith("ARGS=")
+    args = parser().parse_args(["up", *shlex.split(command[-1].removeprefix("ARGS="))])
+    assert (args.state_dir, args.storage_path, args.serve_port) == (Path("/tmp/rpb-x"), "/tmp/rpb-x/storage", 18000)
+    assert args.state_dir != DEFAULT_STATE_DIR
+    down = make_command("local-down", state_dir=Path("/tmp/a b"))
+    assert down == ["make", "local-down", "ARGS=--state-dir '/tmp/a b'"]
 
 
 def test_synthetic_org_is_valid_config(tmp_path: Path) -> None:

@@ -1,10 +1,10 @@
 """Local mode: the platform's jobs end to end on an embedded Ray cluster.
 
-    python -m tools.local up [--stack demo-local]   # `make local`
-    python -m tools.local down                      # `make local-down`
-    python -m tools.local run <job> [--stack demo-local]  # `make run JOB=<job>`: one job
-    python -m tools.local env                       # export RAY_ADDRESS=... for the ray CLI
-    python -m tools.local status
+    python -m tools.local up [--stack demo-local] [OPTIONS]        # `make local [ARGS='OPTIONS']`
+    python -m tools.local run <job> [--stack demo-local] [OPTIONS] # `make run JOB=<job> [ARGS='OPTIONS']`
+    python -m tools.local down [--state-dir DIR]                   # `make local-down [ARGS='--state-dir DIR']`
+    python -m tools.local env [--state-dir DIR]                    # export RAY_ADDRESS=... for the ray CLI
+    python -m tools.local status [--state-dir DIR]
 
 `up` starts (or reuses) a single-node Ray head on loopback, then runs the `jobs:` of a
 team stack in order through the same post-deploy hook code `pulumi up` runs
@@ -12,10 +12,16 @@ team stack in order through the same post-deploy hook code `pulumi up` runs
 the Serve endpoint, and prints a summary. Re-running is safe: a job whose spec and code
 did not change is adopted, not resubmitted. The cluster stays up for exploring
 (`make jobs`, the dashboard URL printed at the end).
+
+OPTIONS run a second cluster beside a developer's without sharing anything with it:
+--state-dir (where the cluster is recorded), --storage-path (checkpoints, models,
+predictions) and --serve-port (0: a free port the head picked when it started).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import shutil
 import sys
 import threading
@@ -34,10 +40,10 @@ from components.ray_job import INPUT_FIELDS, METADATA_JOB_NAME, JobClient, RayJo
 from tools.local_ray import LocalRay, start_head, stop_head
 
 ROOT = Path(__file__).resolve().parents[1]
-STATE_DIR = ROOT / "build" / "local"
-STATE_FILE = STATE_DIR / "ray.json"
-# Ray's unix socket paths must stay under 108 bytes; a deep checkout falls back to /tmp.
+DEFAULT_STATE_DIR = ROOT / "build" / "local"
+# Ray's unix socket paths must stay under 108 bytes; a deep state dir falls back to /tmp.
 MAX_TEMP_DIR_LEN = 48
+MAX_PORT = 65535
 POLL_S = 2.0
 
 
@@ -51,23 +57,45 @@ class Outcome:
     endpoint: str
 
 
-def temp_dir() -> Path:
-    preferred = STATE_DIR / "ray"
+def state_file(state_dir: Path) -> Path:
+    return state_dir / "ray.json"
+
+
+def temp_dir(state_dir: Path) -> Path:
+    preferred = state_dir / "ray"
     if len(str(preferred)) <= MAX_TEMP_DIR_LEN:
         return preferred
-    return Path("/tmp") / f"ray-platform-{abs(hash(str(ROOT))) % 10**8}"
+    # A digest, not hash(): that is salted per process, and two state dirs must not share one.
+    return Path("/tmp") / f"ray-platform-{hashlib.sha256(str(state_dir).encode()).hexdigest()[:8]}"
 
 
-def ensure_head(log: Callable[[str], None]) -> LocalRay:
-    head = LocalRay.load(STATE_FILE)
+def ensure_head(state_dir: Path, log: Callable[[str], None]) -> LocalRay:
+    head = LocalRay.load(state_file(state_dir))
     if head is not None and head.alive():
         log(f"reusing the local Ray cluster at {head.dashboard_url} (pid {head.pid})")
         return head
     log("starting a local Ray head on loopback (2 CPUs, usage stats off)...")
-    head = start_head(temp_dir(), num_cpus=2, log_path=STATE_DIR / "ray-start.log")
-    head.save(STATE_FILE)
+    head = start_head(temp_dir(state_dir), num_cpus=2, log_path=state_dir / "ray-start.log")
+    head.save(state_file(state_dir))
     log(f"Ray is up: dashboard {head.dashboard_url}, GCS {head.gcs_address}")
     return head
+
+
+def with_overrides(cfg: TeamStackConfig, storage_path: str | None = None,
+                   serve_port: int | None = None) -> TeamStackConfig:
+    """`cfg` with its jobs' storage and Serve port moved, so a second cluster shares neither with the first.
+
+    Only settings a job already has are replaced: the job configs reject keys they do not
+    know, and a job without storage (core, tune) has nothing to move.
+    """
+    moved: dict[str, Any] = {}
+    if storage_path is not None:
+        moved |= {"storage_path": storage_path, "output_path": f"{storage_path}/predictions"}
+    if serve_port is not None:
+        moved["http_port"] = serve_port
+    jobs = tuple(dataclasses.replace(job, settings={k: moved.get(k, v) for k, v in job.settings.items()})
+                 for job in cfg.jobs)
+    return dataclasses.replace(cfg, jobs=jobs)
 
 
 def load_team_stack(stack: str) -> TeamStackConfig:
@@ -150,16 +178,31 @@ def summary_table(outcomes: list[Outcome]) -> str:
                       *(line.format(*r) for r in rows)])
 
 
-def up(stack: str, only: str | None = None, log: Callable[[str], None] = print) -> int:
+def make_args(state_dir: Path) -> str:
+    """What to add to a `make` hint so it reaches this cluster and not the default one."""
+    return "" if state_dir == DEFAULT_STATE_DIR else f" ARGS='--state-dir {state_dir}'"
+
+
+def up(stack: str, only: str | None = None, log: Callable[[str], None] = print, *,
+       state_dir: Path = DEFAULT_STATE_DIR, storage_path: str | None = None, serve_port: int | None = None) -> int:
+    """`serve_port` 0 means the head's own free port (LocalRay.serve_port)."""
     cfg = load_team_stack(stack)
     jobs = [j for j in cfg.jobs if only in (None, j.name)]
     if not jobs:
         raise ConfigError(stack, [f"no job named {only!r}; jobs: {', '.join(j.name for j in cfg.jobs)}"])
-    head = ensure_head(log)
-    outcomes = run_jobs(cfg, jobs, head, log)
+    head = ensure_head(state_dir, log)
+    if serve_port == 0:
+        if not head.serve_port:
+            problem = (f"--serve-port 0: the running cluster's {state_file(state_dir)} records no Serve port; "
+                       "pass a port, or stop the cluster first")
+            raise ConfigError(stack, [problem])
+        serve_port = head.serve_port
+        log(f"Serve port: {serve_port} (the head's)")
+    by_name = {j.name: j for j in with_overrides(cfg, storage_path, serve_port).jobs}
+    outcomes = run_jobs(cfg, [by_name[j.name] for j in jobs], head, log)
     log("\n" + summary_table(outcomes))
     log(f"\nThe cluster stays up: dashboard {head.dashboard_url} | `make jobs` lists jobs | "
-        f"`make local-down` stops it.")
+        f"`make local-down{make_args(state_dir)}` stops it.")
     return 0 if all(o.status == "SUCCEEDED" for o in outcomes) else 1
 
 
@@ -206,53 +249,98 @@ def run_one(cfg: TeamStackConfig, job: JobConfig, head: LocalRay, client: JobCli
     return Outcome(job.name, job.kind, str(outs.get("status")), time.monotonic() - started, metric, endpoint)
 
 
-def down(log: Callable[[str], None] = print) -> int:
-    head = LocalRay.load(STATE_FILE)
+def down(log: Callable[[str], None] = print, *, state_dir: Path = DEFAULT_STATE_DIR) -> int:
+    head = LocalRay.load(state_file(state_dir))
     if head is None:
-        log("no local Ray cluster recorded; nothing to stop")
+        log(f"no local Ray cluster recorded in {state_dir}; nothing to stop")
         return 0
     stop_head(head)
-    STATE_FILE.unlink(missing_ok=True)
+    state_file(state_dir).unlink(missing_ok=True)
     shutil.rmtree(head.temp_dir, ignore_errors=True)
     log(f"stopped the local Ray cluster (pid {head.pid})")
     return 0
 
 
-def env(log: Callable[[str], None] = print) -> int:
+def env(log: Callable[[str], None] = print, *, state_dir: Path = DEFAULT_STATE_DIR) -> int:
     """Shell exports so the plain `ray` CLI and the Job SDK talk to the local cluster."""
-    head = LocalRay.load(STATE_FILE)
+    head = LocalRay.load(state_file(state_dir))
     if head is None or not head.alive():
-        print("no local Ray cluster is running (`make local` starts one)", file=sys.stderr)
+        print(f"no local Ray cluster is running (`make local{make_args(state_dir)}` starts one)", file=sys.stderr)
         return 1
     log(f"export RAY_ADDRESS={head.dashboard_url}\nexport RAY_DASHBOARD_URL={head.dashboard_url}")
     return 0
 
 
-def status(log: Callable[[str], None] = print) -> int:
-    head = LocalRay.load(STATE_FILE)
+def status(log: Callable[[str], None] = print, *, state_dir: Path = DEFAULT_STATE_DIR) -> int:
+    head = LocalRay.load(state_file(state_dir))
     if head is None or not head.alive():
-        log("no local Ray cluster is running (`make local` starts one)")
+        log(f"no local Ray cluster is running (`make local{make_args(state_dir)}` starts one)")
         return 1
     log(f"local Ray cluster: dashboard {head.dashboard_url}, GCS {head.gcs_address}, pid {head.pid}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.local", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    up_cmd = sub.add_parser("up", help="start the local cluster and run a team stack's jobs")
-    up_cmd.add_argument("--stack", default="demo-local")
-    run_cmd = sub.add_parser("run", help="run one job of a team stack on the local cluster")
+def directory(value: str) -> Path:
+    """argparse type: an absolute directory path (job drivers run in the Ray temp dir, so relative ones would move)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    path = Path(value).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} exists and is not a directory")
+    return path
+
+
+def storage(value: str) -> str:
+    """argparse type: a local directory; the jobs' storage is a filesystem path on this machine."""
+    if "://" in value:
+        raise argparse.ArgumentTypeError(f"{value!r}: local mode stores on this machine; give a directory, not a URI")
+    return str(directory(value))
+
+
+def port(value: str) -> int:
+    """argparse type: a TCP port, or 0 for the free one the head picked when it started."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port: give 1-{MAX_PORT}, or 0 for a free one")
+    return number
+
+
+def parser() -> argparse.ArgumentParser:
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument("--state-dir", type=directory, default=DEFAULT_STATE_DIR, metavar="DIR",
+                       help="where the cluster is recorded: ray.json, ray-start.log and the Ray temp dir "
+                            f"(under /tmp when DIR/ray would exceed {MAX_TEMP_DIR_LEN} characters: Ray's unix "
+                            "sockets must fit 108 bytes); a second cluster needs its own "
+                            "(default: build/local)")
+    jobs = argparse.ArgumentParser(add_help=False)
+    jobs.add_argument("--stack", default="demo-local", help="the team stack whose jobs run (default: demo-local)")
+    jobs.add_argument("--storage-path", type=storage, metavar="PATH",
+                      help="directory for every job's storage_path (checkpoints, models); a job's output_path "
+                           "becomes PATH/predictions (default: the stack's, /tmp/ray-platform/demo-local)")
+    jobs.add_argument("--serve-port", type=port, metavar="N",
+                      help="HTTP port of the serve jobs, 0 for a free port the head picked when it started "
+                           "(default: the stack's http_port, 8000 for demo-local)")
+    cli = argparse.ArgumentParser(prog="python -m tools.local", description=__doc__.split("\n\n")[0])
+    sub = cli.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", parents=[state, jobs], help="start the local cluster and run a team stack's jobs")
+    run_cmd = sub.add_parser("run", parents=[state, jobs], help="run one job of a team stack on the local cluster")
     run_cmd.add_argument("job")
-    run_cmd.add_argument("--stack", default="demo-local")
-    sub.add_parser("down", help="stop the local cluster")
-    sub.add_parser("env", help="print RAY_ADDRESS exports for the ray CLI")
-    sub.add_parser("status", help="is the local cluster up?")
-    args = parser.parse_args(argv)
+    sub.add_parser("down", parents=[state], help="stop the local cluster")
+    sub.add_parser("env", parents=[state], help="print RAY_ADDRESS exports for the ray CLI")
+    sub.add_parser("status", parents=[state], help="is the local cluster up?")
+    return cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         if args.command in ("up", "run"):
-            return up(args.stack, getattr(args, "job", None))
-        return {"down": down, "env": env, "status": status}[args.command]()
+            return up(args.stack, getattr(args, "job", None), state_dir=args.state_dir,
+                      storage_path=args.storage_path, serve_port=args.serve_port)
+        return {"down": down, "env": env, "status": status}[args.command](state_dir=args.state_dir)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
