@@ -8,7 +8,6 @@ and fresh job names, so the hook never adopts an earlier submission.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import tempfile
 import threading
@@ -24,7 +23,7 @@ from components.config import JobConfig
 from components.post_deploy import jobs_code_hash, ray_job_args
 from components.ray_job import INPUT_FIELDS, JobClient, RayJobArgs, RayJobProvider
 from tools.local import load_team_stack
-from tools.local_ray import LocalRay, start_head, stop_head
+from tools.local_ray import LocalRay, session_processes, start_head, stop_head
 
 DEMO_STACK = "demo-local"
 SAMPLE_INTERVAL_S = 0.5
@@ -76,12 +75,11 @@ class BenchCluster:
 def session_pss(session_id: int) -> int:
     """Bytes of PSS of every process in a Ray head's session (workers leave its process group, not its session)."""
     total = 0
-    for proc in psutil.process_iter():
+    for proc in session_processes(session_id):
         try:
-            if os.getsid(proc.pid) == session_id:
-                total += proc.memory_full_info().pss
-        except (psutil.Error, ProcessLookupError, PermissionError):
-            continue  # exited between listing and reading, or not ours to read
+            total += proc.memory_full_info().pss
+        except psutil.Error:
+            continue  # exited since it was listed
     return total
 
 

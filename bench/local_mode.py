@@ -16,11 +16,11 @@ stops the cluster, whatever make local did, and what is left of its session is k
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -32,7 +32,7 @@ import psutil
 from bench.cluster import DEMO_STACK, PeakSampler, session_pss
 from bench.config import BenchConfig
 from bench.stats import Figure, Target
-from tools.local_ray import free_port, start_head, stop_head
+from tools.local_ray import free_port, session_processes, start_head, stop_head
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -89,35 +89,19 @@ def head_pid(state_dir: Path) -> int | None:
         return None
 
 
-def kill_session(session_id: int) -> int:
-    """SIGKILL what still runs in a head's session (its workers leave the head's process group); how many."""
-    left = [p for p in psutil.process_iter() if _alive_in_session(p, session_id)]
-    for proc in left:
-        try:
-            proc.send_signal(signal.SIGKILL)
-        except psutil.Error:
-            continue
-    psutil.wait_procs(left, timeout=5)
-    return len(left)
-
-
-def _alive_in_session(proc: psutil.Process, session_id: int) -> bool:
-    # Zombies are already dead: init reaps them once their parent, the raylet, is gone.
-    try:
-        return os.getsid(proc.pid) == session_id and proc.status() != psutil.STATUS_ZOMBIE
-    except (OSError, psutil.Error):
-        return False
-
-
 def tear_down(state_dir: Path, log_path: Path) -> None:
     """`make local-down` for the state dir, then no process of its cluster left, then no files."""
     pid = head_pid(state_dir)
     try:
         make(make_command("local-down", state_dir=state_dir), log_path)
     finally:
-        if pid is not None and (left := kill_session(pid)):
+        if pid is not None and (left := session_processes(pid)):
+            # `make local-down` kills the whole session itself: anything left is a bug there.
+            for proc in left:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
             with log_path.open("a") as log:
-                log.write(f"bench: killed {left} process(es) left in the cluster's session {pid}\n")
+                log.write(f"bench: killed {len(left)} process(es) left in the cluster's session {pid}\n")
         shutil.rmtree(state_dir, ignore_errors=True)
 
 

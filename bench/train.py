@@ -11,9 +11,9 @@ one optimizer step per global batch (batch_size x num_workers, so both sides tak
 same number of steps), held-out evaluation and a checkpoint every epoch, as the job does,
 on one torch thread as each worker has.
 
-Both run twice: with the stack's settings as they are, and with the Train controller's
-poll interval (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s by default) at 0.1 s through the
-job's runtime_env: a worker's second report waits for the controller to collect the
+Both run twice: with the stack's settings as they are (its runtimeEnv sets the Train
+controller's poll interval, RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, to 0.1 s) and with Ray's
+default poll of 2 s: a worker's second report waits for the controller to collect the
 first, so with epochs this short the interval, not the training, sets the pace.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ from jobs.train import TrainConfig
 
 TARGET = Target(">=", 0.8)
 TRAIN_MODEL = "bench-train"
-POLL_ENV = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}}
+DEFAULT_POLL_ENV = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2"}}
 CHECKPOINT_RE = re.compile(r"^checkpoint_(\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d\.\d+)$")
 
 
@@ -112,7 +112,7 @@ def run(cfg: BenchConfig, cluster: BenchCluster) -> list[Figure]:
         plain = plain_fit(train_cfg, cfg.train_epochs)
         plain_total.append(rows * cfg.train_epochs / plain.seconds)
         plain_epoch.extend(rows / s for s in plain.epoch_seconds)
-        for variant, runtime_env in (("stack", None), ("poll", POLL_ENV)):
+        for variant, runtime_env in (("stack", None), ("poll", DEFAULT_POLL_ENV)):
             outs = cluster.run(cluster.job_args("train", settings, runtime_env))
             end_to_end, steady = job_rates(outs["result"])
             ours[variant][0].append(end_to_end)
@@ -124,8 +124,8 @@ def run(cfg: BenchConfig, cluster: BenchCluster) -> list[Figure]:
         Figure("train", "samples/s end to end (stack settings)", "samples/s", ours["stack"][0], plain_total, TARGET,
                shape),
         Figure("train", "samples/s per epoch (stack settings)", "samples/s", ours["stack"][1], plain_epoch, TARGET),
-        Figure("train", "samples/s end to end (controller poll 0.1 s)", "samples/s", ours["poll"][0], plain_total,
-               TARGET, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.1 in the job's runtimeEnv.env_vars"),
-        Figure("train", "samples/s per epoch (controller poll 0.1 s)", "samples/s", ours["poll"][1], plain_epoch,
-               TARGET),
+        Figure("train", "samples/s end to end (Ray's default controller poll, 2 s)", "samples/s", ours["poll"][0],
+               plain_total, TARGET, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=2 in the job's runtimeEnv.env_vars"),
+        Figure("train", "samples/s per epoch (Ray's default controller poll, 2 s)", "samples/s", ours["poll"][1],
+               plain_epoch, TARGET),
     ]

@@ -52,9 +52,10 @@ from jobs.common import CONFIG_ENV_VAR
 
 KIND = "RayService"
 IMPORT_PATH = "jobs.serve:app"
-# The @serve.deployment class in jobs/serve.py, and its replica CPUs when settings give none.
+# The @serve.deployment class in jobs/serve.py, and its ServeConfig defaults where settings give none.
 SERVE_DEPLOYMENT = "DigitsClassifier"
 DEFAULT_REPLICA_CPUS = 0.25
+DEFAULT_MAX_ONGOING_REQUESTS = 5
 RAY_SERVICE_LABEL = f"{LABEL_PREFIX}/ray-service"
 INITIALIZING_TIMEOUT_ANNOTATION = "ray.io/initializing-timeout"
 LB_SERVICE_TYPE = "LoadBalancer-internal"
@@ -66,11 +67,14 @@ def deployment_options(settings: Mapping[str, Any], cfg: KubeRayServiceConfig) -
         "name": SERVE_DEPLOYMENT,
         "ray_actor_options": {"num_cpus": float(settings.get("num_cpus", DEFAULT_REPLICA_CPUS)),
                               "num_gpus": 1 if settings.get("use_gpu") else 0},
+        "max_ongoing_requests": settings.get("max_ongoing_requests", DEFAULT_MAX_ONGOING_REQUESTS),
     }
     if settings.get("max_replicas") is not None:
         minimum = settings.get("min_replicas")
         options["autoscaling_config"] = {"min_replicas": 1 if minimum is None else minimum,
                                          "max_replicas": settings["max_replicas"]}
+        if settings.get("target_ongoing_requests") is not None:
+            options["autoscaling_config"]["target_ongoing_requests"] = settings["target_ongoing_requests"]
     else:
         options["num_replicas"] = settings.get("num_replicas") or 1
     if cfg.health_check_period_seconds is not None:

@@ -58,6 +58,12 @@ class ServeConfig:
     # Setting max_replicas turns on autoscaling between min_replicas (default 1) and it.
     min_replicas: int | None = None
     max_replicas: int | None = None
+    # Requests one replica takes at once (Serve's default, 5, written out). The proxy's
+    # router holds the rest and retries them with a backoff growing to 0.5 s, so a light
+    # model under more concurrent clients than replicas x 5 answers faster with more.
+    max_ongoing_requests: int = 5
+    # Autoscaling only: ongoing requests per replica that Serve scales to keep (its default: 2).
+    target_ongoing_requests: float | None = None
     # Fractional, because replicas hold their CPU for as long as the app is up.
     num_cpus: float = 0.25
     use_gpu: bool = False
@@ -76,6 +82,12 @@ class ServeConfig:
         require(self.max_replicas is None or self.max_replicas >= max(1, self.min_replicas or 0),
                 "ServeConfig.max_replicas must be >= 1 and >= min_replicas")
         require(self.min_replicas is None or self.min_replicas >= 0, "ServeConfig.min_replicas must be >= 0")
+        require(self.max_ongoing_requests >= 1, "ServeConfig.max_ongoing_requests must be >= 1")
+        require(self.target_ongoing_requests is None or self.max_replicas is not None,
+                "ServeConfig.target_ongoing_requests needs max_replicas (autoscaling)")
+        require(self.target_ongoing_requests is None
+                or 0 < self.target_ongoing_requests <= self.max_ongoing_requests,
+                "ServeConfig.target_ongoing_requests must be > 0 and <= max_ongoing_requests")
         require(self.num_cpus > 0, "ServeConfig.num_cpus must be > 0")
         require(self.max_rows >= 1, "ServeConfig.max_rows must be >= 1")
         require(self.ready_timeout_s > 0, "ServeConfig.ready_timeout_s must be > 0")
@@ -140,10 +152,13 @@ def build_app(config: ServeConfig | dict[str, Any] | None = None) -> Application
     cfg = config if isinstance(config, ServeConfig) else config_from_dict(ServeConfig, config or {})
     options: dict[str, Any] = {
         "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": 1 if cfg.use_gpu else 0},
+        "max_ongoing_requests": cfg.max_ongoing_requests,
     }
     if cfg.max_replicas is not None:
         options["autoscaling_config"] = {"min_replicas": 1 if cfg.min_replicas is None else cfg.min_replicas,
                                          "max_replicas": cfg.max_replicas}
+        if cfg.target_ongoing_requests is not None:
+            options["autoscaling_config"]["target_ongoing_requests"] = cfg.target_ongoing_requests
     else:
         options["num_replicas"] = cfg.num_replicas or 1
     return DigitsClassifier.options(**options).bind(

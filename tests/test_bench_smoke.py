@@ -7,12 +7,10 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from bench.__main__ import parse_args
 from bench.config import SECTIONS, BenchConfig
-from bench.infer_tiled import tiled
 from bench.local_mode import make_command, up_command
 from bench.program_eval import child_seconds, growth_figures, synthetic_org
 from bench.stats import Figure, Target, fit_line, median, table
@@ -63,11 +61,6 @@ def test_train_reads_report_times_from_checkpoint_names(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
     times = report_times(str(tmp_path / "checkpoint_2026-01-01_00-00-00.000000"))
     assert len(times) == 2 and times[1] - times[0] == pytest.approx(1.5)
-
-
-def test_tiled_inference_input_keeps_the_block_count() -> None:
-    blocks = tiled(lambda _split, n: [pd.DataFrame({"id": [i]}) for i in range(n)], 3)("all", 2)
-    assert [len(b) for b in blocks] == [3, 3]
 
 
 @pytest.mark.parametrize(("job", "target"), [(None, ["make", "local"]),

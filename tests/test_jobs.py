@@ -35,7 +35,7 @@ from jobs.common import (CONFIG_ENV_VAR, JOBS_DIR, ConfigError, config_from_json
                          load_config, parse_progress, parse_result, run_cli, run_id, runtime_env)
 from jobs.core import CoreConfig
 from jobs.data import load_split
-from jobs.infer import InferConfig
+from jobs.infer import InferConfig, input_blocks
 from jobs.model import ACCURACY_BAR, DigitsMLP, load_model, read_pointer, save_checkpoint, write_pointer
 from jobs.serve import ServeConfig, build_app
 from jobs.train import TrainConfig
@@ -79,6 +79,10 @@ def test_config_rejects_unknown_keys_naming_them() -> None:
     (TrainConfig, "[1, 2]", "must be a JSON object"),
     (TrainConfig, "{epochs: 1}", "not valid JSON"),
     (InferConfig, '{"split": "train"}', "split must be one of"),
+    (InferConfig, '{"repeat": 0}', "repeat must be >= 1"),
+    (ServeConfig, '{"max_ongoing_requests": 0}', "max_ongoing_requests must be >= 1"),
+    (ServeConfig, '{"target_ongoing_requests": 2}', "needs max_replicas"),
+    (ServeConfig, '{"max_replicas": 2, "target_ongoing_requests": 8}', "<= max_ongoing_requests"),
     (ServeConfig, '{"num_replicas": 2, "max_replicas": 3}', "not both"),
     (ServeConfig, '{"min_replicas": 1}', "needs max_replicas"),
     (ServeConfig, '{"route_prefix": "digits"}', "must start with '/'"),
@@ -137,6 +141,16 @@ def test_run_id_is_fresh_and_carries_the_submission_id(monkeypatch: pytest.Monke
     assert first.startswith("train-x-y-") and first != second
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
     assert run_id().startswith("local-")
+
+
+def test_infer_input_repeats_rows_with_unique_ids_in_the_requested_blocks() -> None:
+    blocks = input_blocks("test", 3, repeat=2)
+    assert len(blocks) == 3
+    ids = np.concatenate([b["id"].to_numpy() for b in blocks])
+    assert sorted(ids) == list(range(2 * HELD_OUT_ROWS))
+    pixels = np.concatenate([chunk.to_numpy() for b in blocks for chunk in b["pixels"].chunks])
+    assert pixels.shape == (2 * HELD_OUT_ROWS, 64)
+    np.testing.assert_array_equal(pixels[:HELD_OUT_ROWS], pixels[HELD_OUT_ROWS:])
 
 
 def test_serve_app_builder_takes_a_dict() -> None:

@@ -127,10 +127,14 @@ def bound_options(settings: dict[str, Any]) -> dict[str, Any]:
 
     deployment = build_app(settings)._bound_deployment
     config = deployment._deployment_config
-    options: dict[str, Any] = {"name": deployment.name, "ray_actor_options": deployment.ray_actor_options}
+    options: dict[str, Any] = {"name": deployment.name, "ray_actor_options": deployment.ray_actor_options,
+                               "max_ongoing_requests": config.max_ongoing_requests}
     if config.autoscaling_config is not None:
         options["autoscaling_config"] = {"min_replicas": config.autoscaling_config.min_replicas,
                                          "max_replicas": config.autoscaling_config.max_replicas}
+        if "target_ongoing_requests" in settings:
+            options["autoscaling_config"]["target_ongoing_requests"] = \
+                config.autoscaling_config.target_ongoing_requests
     else:
         options["num_replicas"] = config.num_replicas
     return options
@@ -142,6 +146,8 @@ SETTINGS_GRID = [
     {"max_replicas": 4},
     {"min_replicas": 0, "max_replicas": 2, "use_gpu": True, "num_cpus": 2.5},
     {"min_replicas": 2, "max_replicas": 6, "num_cpus": 4, "use_gpu": True},
+    {"num_replicas": 2, "max_ongoing_requests": 32},
+    {"max_replicas": 3, "max_ongoing_requests": 16, "target_ongoing_requests": 8},
 ]
 
 

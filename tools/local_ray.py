@@ -17,6 +17,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psutil
+
 
 @dataclass(frozen=True)
 class LocalRay:
@@ -122,26 +124,51 @@ def start_head(temp_dir: Path, num_cpus: int = 2, log_path: Path | None = None,
     raise TimeoutError(f"Ray dashboard did not answer within {ready_timeout:.0f}s; see {log.name}")
 
 
+def session_processes(session_id: int) -> list[psutil.Process]:
+    """Live processes of a head's session. Ray's workers leave the head's process group
+    (so `killpg` misses them) but not the session it was started in."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            # Zombies are already dead: init reaps them once their parent, the raylet, is gone.
+            if (proc.pid != os.getpid() and os.getsid(proc.pid) == session_id
+                    and proc.status() != psutil.STATUS_ZOMBIE):
+                found.append(proc)
+        except (OSError, psutil.Error):
+            continue  # exited between listing and reading, or not ours to read
+    return found
+
+
 def stop_head(head: LocalRay, grace: float = 5.0) -> None:
-    """SIGTERM the head's process group, then SIGKILL what is left after `grace` seconds.
+    """SIGTERM the head's process group, then SIGKILL what is left of its session after `grace` seconds.
 
     Ray drains for up to 30 s on SIGTERM; a local throwaway cluster has nothing to drain.
+    Workers outside the process group exit on their own once the raylet is gone, usually
+    within seconds; whatever has not by the deadline is killed, so nothing outlives `down`.
     """
     try:
         os.killpg(head.pid, signal.SIGTERM)
     except ProcessLookupError:
-        return
+        pass
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         try:
             os.killpg(head.pid, 0)
         except ProcessLookupError:
-            return
+            if not session_processes(head.pid):
+                break
         time.sleep(0.2)
     try:
         os.killpg(head.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    left = session_processes(head.pid)
+    for proc in left:
+        try:
+            proc.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(left, timeout=grace)
     # Reap the direct child when it is ours, so no zombie outlives the session.
     try:
         os.waitpid(head.pid, os.WNOHANG)
