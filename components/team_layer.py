@@ -13,6 +13,7 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pulumi.stack_reference import StackReferenceOutputDetails
 
 from components.config import RayObservability, TeamStackConfig, rayservice_owners
 from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, RAY_DASHBOARD_PORT, RAY_SERVE_PORT
@@ -54,6 +55,27 @@ def check_platform(platform: str, outputs: dict[str, Any],
     return {"stack": platform, "clusterName": outputs.get("clusterName"), "kuberayVersion": KUBERAY_VERSION}
 
 
+def platform_output(platform: pulumi.StackReference, stack: str, name: str,
+                    required: bool = False) -> pulumi.Output[Any]:
+    """Output `name` of the platform `stack`, secret when the platform stack has it as a secret.
+
+    Not `StackReference.get_output`: each call of it lifts every output of the referenced
+    stack into nested Outputs, so a team stack's evaluation grew with the platform's size
+    (on a 50-pool platform, ~0.5 s per team stack; `make bench`). `get_output_details`
+    reads the one output and says whether it is a secret.
+    """
+    def value(details: StackReferenceOutputDetails) -> Any:
+        if details.secret_value is not None:
+            return pulumi.Output.secret(details.secret_value)
+        if details.value is None and required:
+            raise PlatformMismatch(f"platform stack {stack}: it has no output {name!r}; "
+                                   "deploy the platform stack first")
+        return details.value
+
+    # Through the reference's URN, so that what reads the output depends on the StackReference.
+    return pulumi.Output.all(platform.urn, platform.get_output_details(name)).apply(lambda v: value(v[1]))
+
+
 def _service_urls(cfg: TeamStackConfig, name: str, cluster: RayCluster | RayService) -> dict[str, str]:
     namespace = cfg.team.namespace
     # Where people reach the cluster from (by default the in-cluster services; e.g. an internal ingress).
@@ -82,16 +104,21 @@ def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
     """Declare every resource of a team stack; returns its stack outputs."""
     team_name = cfg.team.name
     platform = pulumi.StackReference(cfg.platform_stack)
+
+    def read(name: str, required: bool = False) -> pulumi.Output[Any]:
+        return platform_output(platform, cfg.platform_stack, name, required)
+
+    observability, kube_context = read("observability"), read("kubeContext")
     contract = pulumi.Output.all(
-        kuberayVersion=platform.get_output("kuberayVersion"), gpuTaint=platform.get_output("gpuTaint"),
-        clusterName=platform.get_output("clusterName"), observability=platform.get_output("observability"),
+        kuberayVersion=read("kuberayVersion"), gpuTaint=read("gpuTaint"), clusterName=read("clusterName"),
+        observability=observability,
     ).apply(lambda outputs: check_platform(cfg.platform_stack, outputs, cfg.observability))
     # Through the contract check: no Kubernetes object is touched on a mismatched platform.
-    kubeconfig = pulumi.Output.all(contract, platform.require_output("kubeconfig")).apply(lambda v: v[1])
+    kubeconfig = pulumi.Output.all(contract, read("kubeconfig", required=True)).apply(lambda v: v[1])
     provider = k8s.Provider(
         f"{team_name}-k8s",
         kubeconfig=kubeconfig,
-        context=platform.get_output("kubeContext"),
+        context=kube_context,
         # A team owns only its namespace; the provider must never pick a default one.
         namespace=cfg.team.namespace,
     )
@@ -100,9 +127,8 @@ def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
     # A RayService's pods change clusters on upgrade; it declares its own load balancer policy.
     load_balanced = tuple(c.name for c in cfg.ray_clusters
                           if c.head.service_type == "LoadBalancer-internal" and c.name not in owned)
-    observability = platform.get_output("observability")
     team = Team(team_name, TeamArgs(
-        config=cfg.team, kuberay_namespace=platform.require_output("kuberayNamespace"),
+        config=cfg.team, kuberay_namespace=read("kuberayNamespace", required=True),
         load_balanced_clusters=load_balanced,
         monitoring_namespace=observability.apply(lambda o: (o or {}).get("namespace")) if cfg.observability.metrics
         else None),
@@ -129,7 +155,7 @@ def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
         )
         for c in cfg.ray_clusters if c.name not in owned
     }
-    access = ClusterAccess(kubeconfig=kubeconfig, context=platform.get_output("kubeContext"), k8s_opts=k8s_opts,
+    access = ClusterAccess(kubeconfig=kubeconfig, context=kube_context, k8s_opts=k8s_opts,
                            prerequisites=prerequisites)
     job_outputs, services = add_job_hooks(cfg, clusters, access)
     serving: dict[str, RayCluster | RayService] = {**clusters, **services}

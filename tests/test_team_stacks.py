@@ -2,11 +2,15 @@
 mocked from that platform stack's own render; properties hold for every team stack file found."""
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import pytest
+from pulumi.runtime import settings as runtime_settings
+from pulumi.runtime.sync_await import _sync_await
 
 import tools.render as render
 from components.config import (
@@ -16,7 +20,7 @@ from components.constants import (
     GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL,
 )
 from components.ray_cluster_spec import TEAM_LABEL, auth_secret_name, gcs_volume_claim_name, redis_secret_name
-from components.team_layer import PlatformMismatch, check_platform
+from components.team_layer import PlatformMismatch, check_platform, platform_output
 from components.versions import KUBERAY_VERSION, RAY_IMAGE_REPOSITORY
 from tests.stacks import config_of, ids, rendered, stack_files
 from tools.k8s_schema import validate_object
@@ -335,3 +339,31 @@ def test_the_deployed_platform_must_match_the_contract_the_clusters_are_written_
         check_platform("org/ray-platform/prod", {**good, "kuberayVersion": "1.0.0"})
     with pytest.raises(PlatformMismatch, match="GPU nodes carry the taint"):
         check_platform("org/ray-platform/prod", {**good, "gpuTaint": {**taint, "key": "gpu"}})
+
+
+class _PlatformReference(pulumi.runtime.Mocks):
+    """A deployed platform stack with one plain and one secret output."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        if args.typ == "pulumi:pulumi:StackReference":
+            return args.name, {"name": args.name, "outputs": {"gpuTaint": {"key": "k"}, "kubeconfig": "apiVersion: v1"},
+                               "secretOutputNames": ["kubeconfig"]}
+        return f"{args.name}-id", dict(args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        return {}
+
+
+def test_platform_outputs_are_read_one_at_a_time_and_keep_their_secretness() -> None:
+    runtime_settings.ROOT.set(None)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    pulumi.runtime.set_mocks(_PlatformReference(), project="ray-platform", stack="t", preview=False)
+    stack = "org/ray-platform/prod"
+    ref = pulumi.StackReference(stack)
+    taint, kubeconfig = platform_output(ref, stack, "gpuTaint"), platform_output(ref, stack, "kubeconfig", True)
+    assert (_sync_await(taint.future()), _sync_await(taint.is_secret())) == ({"key": "k"}, False)
+    assert (_sync_await(kubeconfig.future()), _sync_await(kubeconfig.is_secret())) == ("apiVersion: v1", True)
+    assert ref in _sync_await(taint.resources()), "readers must depend on the StackReference"
+    assert _sync_await(platform_output(ref, stack, "absent").future()) is None
+    with pytest.raises(PlatformMismatch, match="org/ray-platform/prod: it has no output 'kuberayNamespace'"):
+        _sync_await(platform_output(ref, stack, "kuberayNamespace", required=True).future())
