@@ -17,7 +17,8 @@ class BenchConfig:
     # train: epochs per run; the steady-state rate needs at least three checkpoints.
     train_epochs: int = 5
     # infer: the 1797 digits repeated this many times (1.8M rows), so that the job's fixed
-    # start-up (actor processes importing torch) does not make up the whole figure.
+    # start-up (actor processes importing torch) does not make up the whole figure; a second
+    # run on 3x the rows gives the rate beyond that start-up.
     infer_repeat: int = 1000
     # serve: each load run stops at whichever bound comes first.
     serve_concurrency: tuple[int, ...] = (8, 32)
@@ -25,9 +26,8 @@ class BenchConfig:
     serve_max_seconds: float = 5.0
     # program-eval: synthetic organisations of this many teams (and GPU pools).
     eval_sizes: tuple[int, ...] = (1, 10, 50)
-    # Whole synthetic orgs are rendered this many times per size: at 50 teams one render
-    # takes ~100 s, because tools.render re-renders the platform for every team stack.
-    eval_org_repeats: int = 1
+    # Whole synthetic orgs are rendered this many times per size (~7 CPU s at 50 teams).
+    eval_org_repeats: int = 3
     # None: every stack file in stacks/.
     eval_stacks: tuple[str, ...] | None = None
     # local-mode: None runs every job of the demo-local stack, as `make local` does.
@@ -36,7 +36,7 @@ class BenchConfig:
     @classmethod
     def quick(cls) -> BenchConfig:
         """One repeat of each and small sizes: checks that everything runs, numbers are rough."""
-        return cls(repeats={s: 1 for s in SECTIONS}, train_epochs=3, infer_repeat=20, serve_requests=200,
+        return cls(repeats={s: 1 for s in SECTIONS}, train_epochs=3, infer_repeat=20, serve_requests=200, eval_org_repeats=1,
                    serve_max_seconds=3.0, eval_sizes=(1, 5, 10), eval_stacks=("prod",), local_job="core-stats")
 
     def with_repeats(self, repeats: int) -> BenchConfig:
