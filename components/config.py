@@ -1308,11 +1308,6 @@ def _check_against_platform(p: _Problems, team: TeamConfig | None, clusters: tup
         p.bad(f"{_ns('team')}.name", team.name,
               f"namespace {team.namespace!r} is not watched by the KubeRay operator of platform stack "
               f"{platform.stack!r} (kuberay.watchNamespaces: {', '.join(watched)}); add it there first")
-    for c_i, c in enumerate(clusters):
-        if platform.is_eks and c.gcs_fault_tolerance is not None and c.gcs_fault_tolerance.backend == "rocksdb":
-            p.bad(f"{_ns('rayClusters')}[{c_i}].gcsFaultTolerance.backend", "rocksdb",
-                  f"platform stack {platform.stack!r} (EKS) installs no CSI driver for PersistentVolumes, so the "
-                  f"GCS volume would never bind; use backend: redis")
     pools = {pool.name: pool for pool in platform.gpu_pools}
     for c_i, c in enumerate(clusters):
         for g_i, g in enumerate(c.worker_groups):

@@ -20,6 +20,16 @@ SYSTEM_NODE_SELECTOR = {NODE_ROLE_LABEL: ROLE_SYSTEM}
 
 
 @dataclass(frozen=True)
+class EksAccess:
+    """What the AWS side needs of an EKS platform: IRSA for the CSI driver and the log shippers."""
+
+    region: str
+    cluster_name: pulumi.Input[str]
+    oidc_provider_arn: pulumi.Input[str]
+    oidc_issuer_url: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
 class EksClusterArgs:
     config: ClusterConfig
     region: str

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi_aws as aws
@@ -33,6 +33,7 @@ import pulumi_kubernetes as k8s
 from components import iam_policies
 from components.config import ObservabilityConfig, PrometheusConfig, _quantity_value
 from components.constants import GPU_NODE_LABEL, GPU_TAINT_EFFECT, GPU_TAINT_KEY, PROJECT
+from components.eks_cluster import EksAccess
 from components.helm import pinned_release
 from components.ray_cluster_spec import HEAD_CONTAINER, METRICS_PORT_NAMES, PART_OF_LABEL
 from components.team import RAY_CLUSTER_LABEL, RAY_NODE_TYPE_LABEL
@@ -41,6 +42,11 @@ from components.versions import (
     KUBE_PROMETHEUS_STACK_CHART_REPO, KUBE_PROMETHEUS_STACK_VERSION,
 )
 
+if TYPE_CHECKING:
+    # block_storage reads OBSERVABILITY_TYPE: its resources used to be children of this component.
+    from components.block_storage import BlockStorage
+
+OBSERVABILITY_TYPE = "ray-platform:index:Observability"
 MONITORING_API = "monitoring.coreos.com/v1"
 # Set as the chart's fullnameOverride, so the Services below have these names whatever the release.
 FULLNAME = "kube-prometheus-stack"
@@ -64,9 +70,6 @@ RAY_DASHBOARDS = ("default", "serve", "serve_deployment", "data", "train")
 
 # Team namespaces are team-<name> (TeamConfig.namespace): any Ray pod there may ship logs.
 TEAM_NAMESPACES = "team-*"
-EBS_CSI_NAMESPACE = "kube-system"
-EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
-GP3_STORAGE_CLASS = "ray-platform-gp3"
 # Prometheus stops at this share of its volume instead of crashing on a full disk.
 RETENTION_SIZE_SHARE = 0.85
 # Averaged over 30 minutes and sustained for an hour: a GPU node this idle is a cost to look at.
@@ -334,19 +337,6 @@ def dcgm_exporter_values(service_monitor: bool) -> dict[str, Any]:
     }
 
 
-def gp3_storage_class() -> dict[str, Any]:
-    return {
-        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-        "metadata": {"name": GP3_STORAGE_CLASS, "labels": {PART_OF_LABEL: PROJECT}},
-        "provisioner": "ebs.csi.aws.com",
-        "parameters": {"type": "gp3", "encrypted": "true"},
-        # In the zone of the node the pod lands on: an EBS volume cannot cross zones.
-        "volumeBindingMode": "WaitForFirstConsumer",
-        "allowVolumeExpansion": True,
-        "reclaimPolicy": "Delete",
-    }
-
-
 # --------------------------------------------------------------------------- component
 
 
@@ -365,16 +355,6 @@ def platform_outputs(cfg: ObservabilityConfig, log_shipping: dict[str, Any] | No
 
 
 @dataclass(frozen=True)
-class EksAccess:
-    """What the AWS side needs of an EKS platform: IRSA for the CSI driver and the log shippers."""
-
-    region: str
-    cluster_name: pulumi.Input[str]
-    oidc_provider_arn: pulumi.Input[str]
-    oidc_issuer_url: pulumi.Input[str]
-
-
-@dataclass(frozen=True)
 class ObservabilityArgs:
     config: ObservabilityConfig
     cluster_name: str
@@ -382,6 +362,8 @@ class ObservabilityArgs:
     grafana_admin_password: pulumi.Input[str] | None = None
     node_selector: dict[str, str] | None = None
     eks: EksAccess | None = None
+    # The platform's block storage (EKS): Prometheus' volume class when none is configured.
+    storage: BlockStorage | None = None
 
 
 class Observability(pulumi.ComponentResource):
@@ -390,7 +372,7 @@ class Observability(pulumi.ComponentResource):
     outputs: dict[str, Any]
 
     def __init__(self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("ray-platform:index:Observability", name, None, opts)
+        super().__init__(OBSERVABILITY_TYPE, name, None, opts)
         cfg = args.config
         child = pulumi.ResourceOptions(parent=self)
         namespace = k8s.core.v1.Namespace(
@@ -414,9 +396,9 @@ class Observability(pulumi.ComponentResource):
         stack: k8s.helm.v3.Release | None = None
         if cfg.prometheus is not None:
             storage_class = cfg.prometheus.storage_class
-            if args.eks is not None and storage_class is None:
-                chart_needs += self._ebs_storage(name, args.eks)
-                storage_class = GP3_STORAGE_CLASS
+            if args.storage is not None:
+                chart_needs += args.storage.ready
+                storage_class = storage_class or args.storage.storage_class
             stack = pinned_release(
                 f"{name}-kube-prometheus-stack", chart=KUBE_PROMETHEUS_STACK_CHART,
                 version=KUBE_PROMETHEUS_STACK_VERSION, repo=KUBE_PROMETHEUS_STACK_CHART_REPO,
@@ -436,30 +418,6 @@ class Observability(pulumi.ComponentResource):
             log_shipping = self._log_destination(name, args.cluster_name, args.eks, cfg.log_shipping.retention_days)
         self.outputs = platform_outputs(cfg, log_shipping)
         self.register_outputs(self.outputs)
-
-    def _ebs_storage(self, name: str, eks: EksAccess) -> list[pulumi.Resource]:
-        """The EBS CSI driver (EKS add-on, IRSA) and an encrypted gp3 class: Prometheus' volume.
-
-        EKS ships no CSI driver, so without these the Prometheus claim would never bind.
-        The add-on version is left to EKS, which picks the default for the cluster's Kubernetes.
-        """
-        child = pulumi.ResourceOptions(parent=self)
-        trust = pulumi.Output.all(eks.oidc_provider_arn, eks.oidc_issuer_url).apply(
-            lambda v: iam_policies.to_json(iam_policies.irsa_trust_policy(
-                v[0], v[1], EBS_CSI_NAMESPACE, EBS_CSI_SERVICE_ACCOUNT)))
-        role = aws.iam.Role(f"{name}-ebs-csi-irsa", assume_role_policy=trust, opts=child)
-        attachment = aws.iam.RolePolicyAttachment(f"{name}-ebs-csi-policy", role=role.name,
-                                                  policy_arn=iam_policies.EBS_CSI_DRIVER_POLICY, opts=child)
-        addon = aws.eks.Addon(f"{name}-ebs-csi", cluster_name=eks.cluster_name, addon_name="aws-ebs-csi-driver",
-                              service_account_role_arn=role.arn, resolve_conflicts_on_create="OVERWRITE",
-                              resolve_conflicts_on_update="OVERWRITE",
-                              opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment]))
-        spec = gp3_storage_class()
-        storage_class = k8s.storage.v1.StorageClass(
-            f"{name}-gp3", metadata=spec["metadata"], provisioner=spec["provisioner"], parameters=spec["parameters"],
-            volume_binding_mode=spec["volumeBindingMode"], allow_volume_expansion=spec["allowVolumeExpansion"],
-            reclaim_policy=spec["reclaimPolicy"], opts=child)
-        return [addon, storage_class]
 
     def _log_destination(self, name: str, cluster_name: str, eks: EksAccess, retention_days: int) -> dict[str, Any]:
         """The log group (retention from config) and the role every team's Fluent Bit sidecar assumes."""

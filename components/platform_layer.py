@@ -10,12 +10,13 @@ import pulumi_kubernetes as k8s
 from components.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.config import PlatformConfig
 from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
-from components.eks_cluster import SYSTEM_NODE_SELECTOR, EksCluster, EksClusterArgs
+from components.block_storage import BlockStorage, BlockStorageArgs
+from components.eks_cluster import SYSTEM_NODE_SELECTOR, EksAccess, EksCluster, EksClusterArgs
 from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs, pool_labels
 from components.kuberay_operator import KubeRayOperator, KubeRayOperatorArgs
 from components.network import Network, NetworkArgs
 from components.nvidia_device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
-from components.observability import EksAccess, Observability, ObservabilityArgs, platform_outputs
+from components.observability import Observability, ObservabilityArgs, platform_outputs
 from components.versions import KUBERAY_VERSION, RAY_VERSION
 
 
@@ -49,15 +50,21 @@ def build_platform(cfg: PlatformConfig) -> dict[str, Any]:
         outputs.update({"kubeconfig": pulumi.Output.secret(kubeconfig), "kubeContext": cfg.cluster.kube_context,
                         "endpoint": None, "oidcProviderArn": None})
     k8s_opts = pulumi.ResourceOptions(providers={"kubernetes": provider})
+    # An existing cluster brings its own storage (its default class serves the claims).
+    observability_name = f"{name}-observability"
+    storage = BlockStorage(f"{name}-storage", BlockStorageArgs(eks=eks, moved_from=observability_name),
+                           opts=k8s_opts) if eks is not None else None
+    outputs["storageClass"] = storage.storage_class if storage is not None else None
     if cfg.addons.nvidia_device_plugin:
         NvidiaDevicePlugin(f"{name}-nvidia", NvidiaDevicePluginArgs(), opts=k8s_opts)
     KubeRayOperator(f"{name}-kuberay", KubeRayOperatorArgs(
         namespace=cfg.kuberay.namespace, watch_namespaces=cfg.kuberay.watch_namespaces,
         node_selector=node_selector), opts=k8s_opts)
     # Team stacks read this even when nothing is installed: it tells them what they may opt into.
-    outputs["observability"] = Observability(f"{name}-observability", ObservabilityArgs(
+    outputs["observability"] = Observability(observability_name, ObservabilityArgs(
         config=cfg.observability, cluster_name=name, kuberay_namespace=cfg.kuberay.namespace,
-        grafana_admin_password=cfg.grafana_admin_password, node_selector=node_selector, eks=eks),
+        grafana_admin_password=cfg.grafana_admin_password, node_selector=node_selector, eks=eks,
+        storage=storage),
         opts=k8s_opts).outputs if cfg.observability.installs_anything else platform_outputs(cfg.observability, None)
     return outputs
 

@@ -8,10 +8,12 @@ from typing import Any
 import pulumi
 import pytest
 
+from components.block_storage import EBS_CSI_ADDON, EBS_CSI_SERVICE_ACCOUNT, STORAGE_CLASS
 from components.constants import (
     EKS_TAINT_EFFECT, GPU_NODE_LABEL, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL,
 )
 from components.gpu_node_pool import CA_TEMPLATE_PREFIX
+from components.iam_policies import EBS_CSI_DRIVER_POLICY
 from components.versions import (
     CLUSTER_AUTOSCALER_CHART_VERSION, KUBERAY_VERSION, NVIDIA_DEVICE_PLUGIN_VERSION,
 )
@@ -116,6 +118,46 @@ def test_cluster_autoscaler_uses_irsa_scoped_to_its_service_account(path: Path) 
     assert "system:serviceaccount:kube-system:cluster-autoscaler" in trust and "sts.amazonaws.com" in trust
     assert "oidc" in trust, "the trust policy federates the cluster's OIDC provider"
     assert values["image"]["tag"].startswith("v" + r.outputs["kubernetesVersion"]), "autoscaler minor = k8s minor"
+
+
+@pytest.mark.parametrize("path", EKS, ids=ids(EKS))
+def test_block_storage_is_the_ebs_csi_add_on_with_irsa_and_a_default_encrypted_class(path: Path) -> None:
+    """Every EKS platform, Prometheus or not: a team's rocksdb GCS volume needs it too."""
+    r = rendered(path)
+    (addon,) = of_type(r, "aws:eks/addon:Addon")
+    assert addon["inputs"]["addonName"] == EBS_CSI_ADDON, addon["urn"]
+    (role,) = [x for x in of_type(r, "aws:iam/role:Role") if x["name"].endswith("-ebs-csi-irsa")]
+    assert addon["inputs"]["serviceAccountRoleArn"].endswith(role["name"]), addon["urn"]
+    trust = role["inputs"]["assumeRolePolicy"]
+    assert f"system:serviceaccount:kube-system:{EBS_CSI_SERVICE_ACCOUNT}" in trust and "sts.amazonaws.com" in trust
+    (attachment,) = [x for x in of_type(r, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+                     if x["name"].endswith("-ebs-csi-policy")]
+    assert attachment["inputs"]["policyArn"] == EBS_CSI_DRIVER_POLICY
+    (storage_class,) = [m for m in r.manifests() if m["kind"] == "StorageClass"]
+    assert storage_class["metadata"]["annotations"] == {"storageclass.kubernetes.io/is-default-class": "true"}
+    assert (storage_class["provisioner"], storage_class["parameters"]) == ("ebs.csi.aws.com",
+                                                                          {"type": "gp3", "encrypted": "true"})
+    assert validate_object(storage_class, r.outputs["kubernetesVersion"]) == []
+    assert r.outputs["storageClass"] == storage_class["metadata"]["name"] == STORAGE_CLASS
+    # They were the Observability component's: aliased, `pulumi up` moves them rather than
+    # creating a second add-on and class of the same names.
+    former = f"{r.outputs['clusterName']}-observability"
+    (gp3,) = [x for x in of_type(r, "kubernetes:storage.k8s.io/v1:StorageClass")]
+    for res in (addon, role, attachment, gp3):
+        suffix = res["name"].removeprefix(f"{r.outputs['clusterName']}-storage-")
+        assert {"name": f"{former}-{suffix}", "parentUrn": f"urn:pulumi:{r.stack}::ray-platform::"
+                f"ray-platform:index:Observability::{former}"} in res["aliases"], res["urn"]
+    prometheus = [x for x in of_type(r, "kubernetes:helm.sh/v3:Release")
+                  if x["inputs"]["chart"] == "kube-prometheus-stack"]
+    for release in prometheus:
+        claim = release["inputs"]["values"]["prometheus"]["prometheusSpec"]["storageSpec"]["volumeClaimTemplate"]
+        assert claim["spec"]["storageClassName"] == STORAGE_CLASS, release["urn"]
+        assert addon["name"] in r.dependencies[release["urn"]], f"{release['urn']} must wait for the CSI driver"
+
+
+def test_an_existing_cluster_keeps_its_own_storage() -> None:
+    r = rendered(next(p for p in PLATFORM if p.name == "Pulumi.local.yaml"))
+    assert not of_type(r, "aws:eks/addon:Addon") and r.outputs["storageClass"] is None
 
 
 @pytest.mark.parametrize("path", PLATFORM, ids=ids(PLATFORM))

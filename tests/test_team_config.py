@@ -153,8 +153,6 @@ BAD_CASES = [
      "ray-platform:rayClusters[0].gcsFaultTolerance.storageSize", "only used with backend: rocksdb"),
     ("unknown GCS backend", with_change("rayClusters.0.gcsFaultTolerance", {"backend": "etcd"}),
      "ray-platform:rayClusters[0].gcsFaultTolerance.backend", "allowed: redis, rocksdb"),
-    ("rocksdb on EKS without a CSI driver", with_change("rayClusters.0.gcsFaultTolerance", {"backend": "rocksdb"}),
-     "ray-platform:rayClusters[0].gcsFaultTolerance.backend", "installs no CSI driver"),
     ("auth without token", with_change("rayClusters.0.auth", True), "ray-platform:rayClusters[0].auth",
      "token auth needs the secret ray-platform:dashboardToken"),
     # --- against the referenced platform stack
@@ -199,6 +197,14 @@ def test_every_problem_is_reported_at_once_and_shared_secrets_only_once() -> Non
     assert len(err.value.problems) == 3, err.value.problems
     assert sum(p.startswith("ray-platform:redisPassword:") for p in err.value.problems) == 1
     assert str(err.value).startswith("stack 'vision-prod' has 3 config problem(s):")
+
+
+def test_rocksdb_fault_tolerance_is_allowed_on_eks_whose_platform_provides_block_storage() -> None:
+    cfg = parse(with_change("rayClusters.0.gcsFaultTolerance", {"backend": "rocksdb", "storageSize": "20Gi"}),
+                "vision-prod", None, lookup)
+    assert isinstance(cfg, TeamStackConfig)
+    ft = cfg.ray_clusters[0].gcs_fault_tolerance
+    assert ft is not None and (ft.backend, ft.storage_size) == ("rocksdb", "20Gi")
 
 
 def test_without_the_platform_stack_file_only_the_team_checks_run() -> None:

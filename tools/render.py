@@ -124,6 +124,9 @@ class RecordingMonitor(mocks.MockMonitor):
                 "parent": request.parent or None,
                 "custom": bool(request.custom),
                 "inputs": inputs,
+                # What a move keeps (the name and parent a resource had before), as the engine gets it.
+                **({"aliases": [json_format.MessageToDict(a.spec) for a in request.aliases if a.HasField("spec")]}
+                   if request.aliases else {}),
             })
             self.dependencies[response.urn] = [urn.rsplit("::", 1)[-1] for urn in request.dependencies]
         return response
