@@ -16,8 +16,6 @@ stops the cluster, whatever make local did, and what is left of its session is k
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shlex
 import shutil
@@ -27,12 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 from bench.cluster import DEMO_STACK, PeakSampler, session_pss
 from bench.config import BenchConfig
 from bench.stats import Figure, Target
-from tools.local_ray import free_port, session_processes, start_head, stop_head
+from tools.local import state_file
+from tools.local_ray import LocalRay, free_port, session_processes, start_head, stop_head
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -81,27 +78,22 @@ def make(command: list[str], log_path: Path) -> int:
                               env=env, check=False).returncode
 
 
-def head_pid(state_dir: Path) -> int | None:
-    # Only the pid: the state file may come from a newer tools.local_ray with more fields.
-    try:
-        return int(json.loads((state_dir / "ray.json").read_text())["pid"])
-    except (OSError, ValueError, KeyError):
-        return None
+def recorded_head(state_dir: Path) -> LocalRay | None:
+    """The cluster `make local` recorded for this state dir, once it has."""
+    return LocalRay.load(state_file(state_dir))
 
 
 def tear_down(state_dir: Path, log_path: Path) -> None:
     """`make local-down` for the state dir, then no process of its cluster left, then no files."""
-    pid = head_pid(state_dir)
+    head = recorded_head(state_dir)
     try:
         make(make_command("local-down", state_dir=state_dir), log_path)
     finally:
-        if pid is not None and (left := session_processes(pid)):
-            # `make local-down` kills the whole session itself: anything left is a bug there.
-            for proc in left:
-                with contextlib.suppress(psutil.Error):
-                    proc.kill()
+        if head is not None and (left := session_processes(head.pid)):
+            # `make local-down` stops the whole session itself: anything left is a bug there.
+            stop_head(head)
             with log_path.open("a") as log:
-                log.write(f"bench: killed {len(left)} process(es) left in the cluster's session {pid}\n")
+                log.write(f"bench: stopped {len(left)} process(es) left in the cluster's session {head.pid}\n")
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
@@ -110,7 +102,7 @@ def measure_up(job: str | None, log_path: Path) -> tuple[float, float, int, int]
     state_dir = Path(tempfile.mkdtemp(prefix="rpb-local-", dir="/tmp"))
     log_path.write_text("")
     try:
-        with PeakSampler(lambda: head_pid(state_dir)) as sampler:
+        with PeakSampler(lambda: getattr(recorded_head(state_dir), "pid", None)) as sampler:
             started = time.monotonic()
             exit_code = make(up_command(job, state_dir, free_port()), log_path)
             seconds = time.monotonic() - started

@@ -18,7 +18,7 @@ import pulumi_kubernetes as k8s
 
 from components import iam_policies
 from components.constants import PROJECT
-from components.eks_cluster import EksAccess
+from components.eks_cluster import EksAccess, irsa_role
 from components.observability import OBSERVABILITY_TYPE
 from components.ray_cluster_spec import PART_OF_LABEL
 
@@ -71,10 +71,8 @@ class BlockStorage(pulumi.ComponentResource):
                                         parent=pulumi.create_urn(args.moved_from, OBSERVABILITY_TYPE))]
             return pulumi.ResourceOptions(parent=self, depends_on=depends_on, aliases=aliases)
 
-        trust = pulumi.Output.all(eks.oidc_provider_arn, eks.oidc_issuer_url).apply(
-            lambda v: iam_policies.to_json(iam_policies.irsa_trust_policy(
-                v[0], v[1], EBS_CSI_NAMESPACE, EBS_CSI_SERVICE_ACCOUNT)))
-        role = aws.iam.Role(f"{name}-ebs-csi-irsa", assume_role_policy=trust, opts=child("ebs-csi-irsa"))
+        role = irsa_role(f"{name}-ebs-csi-irsa", eks, EBS_CSI_NAMESPACE, EBS_CSI_SERVICE_ACCOUNT,
+                         child("ebs-csi-irsa"))
         attachment = aws.iam.RolePolicyAttachment(f"{name}-ebs-csi-policy", role=role.name,
                                                   policy_arn=iam_policies.EBS_CSI_DRIVER_POLICY,
                                                   opts=child("ebs-csi-policy"))

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import iam_policies
-from components.eks_cluster import SYSTEM_NODE_SELECTOR
+from components.eks_cluster import SYSTEM_NODE_SELECTOR, EksAccess, irsa_role
 from components.helm import pinned_release
 from components.versions import (
     CLUSTER_AUTOSCALER_CHART, CLUSTER_AUTOSCALER_CHART_REPO, CLUSTER_AUTOSCALER_CHART_VERSION, EKS_VERSIONS,
@@ -20,11 +20,10 @@ SERVICE_ACCOUNT = "cluster-autoscaler"
 
 @dataclass(frozen=True)
 class ClusterAutoscalerArgs:
+    # A plain string, not eks.cluster_name: the IAM policy and the chart values are built from it.
     cluster_name: str
     kubernetes_version: str
-    region: str
-    oidc_provider_arn: pulumi.Input[str]
-    oidc_issuer_url: pulumi.Input[str]
+    eks: EksAccess
     # Empty GPU pools are scaled down after this long idle: the main cost lever.
     scale_down_unneeded: str = "10m"
 
@@ -56,14 +55,12 @@ class ClusterAutoscaler(pulumi.ComponentResource):
     def __init__(self, name: str, args: ClusterAutoscalerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ray-platform:index:ClusterAutoscaler", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        trust = pulumi.Output.all(args.oidc_provider_arn, args.oidc_issuer_url).apply(
-            lambda v: iam_policies.to_json(iam_policies.irsa_trust_policy(v[0], v[1], NAMESPACE, SERVICE_ACCOUNT)))
-        role = aws.iam.Role(f"{name}-irsa", assume_role_policy=trust, opts=child)
+        role = irsa_role(f"{name}-irsa", args.eks, NAMESPACE, SERVICE_ACCOUNT, child)
         aws.iam.RolePolicy(f"{name}-policy", role=role.id,
                            policy=iam_policies.to_json(iam_policies.cluster_autoscaler_policy(args.cluster_name)),
                            opts=child)
         values = role.arn.apply(lambda arn: autoscaler_values(
-            args.cluster_name, args.region, args.kubernetes_version, arn, args.scale_down_unneeded))
+            args.cluster_name, args.eks.region, args.kubernetes_version, arn, args.scale_down_unneeded))
         pinned_release(f"{name}-release", chart=CLUSTER_AUTOSCALER_CHART, version=CLUSTER_AUTOSCALER_CHART_VERSION,
                        repo=CLUSTER_AUTOSCALER_CHART_REPO, namespace=NAMESPACE, values=values, parent=self)
         self.role_arn = role.arn

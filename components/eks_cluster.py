@@ -21,12 +21,20 @@ SYSTEM_NODE_SELECTOR = {NODE_ROLE_LABEL: ROLE_SYSTEM}
 
 @dataclass(frozen=True)
 class EksAccess:
-    """What the AWS side needs of an EKS platform: IRSA for the CSI driver and the log shippers."""
+    """What the AWS side needs of an EKS platform: IRSA for its add-ons and the log shippers."""
 
     region: str
     cluster_name: pulumi.Input[str]
     oidc_provider_arn: pulumi.Input[str]
     oidc_issuer_url: pulumi.Input[str]
+
+
+def irsa_role(name: str, eks: EksAccess, namespace: str, service_account: str,
+              opts: pulumi.ResourceOptions) -> aws.iam.Role:
+    """An IAM role that only `service_account` in `namespace` may assume, through the cluster's OIDC provider."""
+    trust = pulumi.Output.all(eks.oidc_provider_arn, eks.oidc_issuer_url).apply(
+        lambda v: iam_policies.to_json(iam_policies.irsa_trust_policy(v[0], v[1], namespace, service_account)))
+    return aws.iam.Role(name, assume_role_policy=trust, opts=opts)
 
 
 @dataclass(frozen=True)

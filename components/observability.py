@@ -33,7 +33,7 @@ import pulumi_kubernetes as k8s
 from components import iam_policies
 from components.config import ObservabilityConfig, PrometheusConfig, _quantity_value
 from components.constants import GPU_NODE_LABEL, GPU_TAINT_EFFECT, GPU_TAINT_KEY, PROJECT
-from components.eks_cluster import EksAccess
+from components.eks_cluster import EksAccess, irsa_role
 from components.helm import pinned_release
 from components.ray_cluster_spec import HEAD_CONTAINER, METRICS_PORT_NAMES, PART_OF_LABEL
 from components.team import RAY_CLUSTER_LABEL, RAY_NODE_TYPE_LABEL
@@ -424,9 +424,7 @@ class Observability(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         group = aws.cloudwatch.LogGroup(f"{name}-ray-logs", name=log_group_name(cluster_name),
                                         retention_in_days=retention_days, opts=child)
-        trust = pulumi.Output.all(eks.oidc_provider_arn, eks.oidc_issuer_url).apply(
-            lambda v: iam_policies.to_json(iam_policies.irsa_trust_policy(v[0], v[1], TEAM_NAMESPACES, "*")))
-        role = aws.iam.Role(f"{name}-log-shipper-irsa", assume_role_policy=trust, opts=child)
+        role = irsa_role(f"{name}-log-shipper-irsa", eks, TEAM_NAMESPACES, "*", child)
         policy = group.arn.apply(lambda arn: iam_policies.to_json(iam_policies.log_shipping_policy(arn)))
         aws.iam.RolePolicy(f"{name}-log-shipper-policy", role=role.id, policy=policy, opts=child)
         return {"destination": "cloudwatch", "logGroup": group.name, "region": eks.region, "roleArn": role.arn}

@@ -44,10 +44,9 @@ def build_platform(cfg: PlatformConfig) -> dict[str, Any]:
         outputs.update(eks_outputs)
         node_selector = SYSTEM_NODE_SELECTOR
     else:
-        kubeconfig = cfg.kubeconfig or os.path.expanduser(cfg.cluster.kubeconfig_path or "")
-        provider = k8s.Provider(f"{name}-k8s", kubeconfig=pulumi.Output.secret(kubeconfig),
-                                context=cfg.cluster.kube_context)
-        outputs.update({"kubeconfig": pulumi.Output.secret(kubeconfig), "kubeContext": cfg.cluster.kube_context,
+        kubeconfig = pulumi.Output.secret(cfg.kubeconfig or os.path.expanduser(cfg.cluster.kubeconfig_path or ""))
+        provider = k8s.Provider(f"{name}-k8s", kubeconfig=kubeconfig, context=cfg.cluster.kube_context)
+        outputs.update({"kubeconfig": kubeconfig, "kubeContext": cfg.cluster.kube_context,
                         "endpoint": None, "oidcProviderArn": None})
     k8s_opts = pulumi.ResourceOptions(providers={"kubernetes": provider})
     # An existing cluster brings its own storage (its default class serves the claims).
@@ -82,10 +81,11 @@ def _build_eks(cfg: PlatformConfig) -> tuple[k8s.Provider, dict[str, Any], EksAc
             subnet_ids=network.private_subnet_ids, kubernetes_version=cfg.cluster.kubernetes_version))
         for pool in cfg.gpu_pools
     ]
+    access = EksAccess(region=region, cluster_name=cluster.cluster_name, oidc_provider_arn=cluster.oidc_provider_arn,
+                       oidc_issuer_url=cluster.oidc_issuer_url)
     if cfg.addons.cluster_autoscaler:
         ClusterAutoscaler(f"{name}-autoscaler", ClusterAutoscalerArgs(
-            cluster_name=name, kubernetes_version=cfg.cluster.kubernetes_version, region=region,
-            oidc_provider_arn=cluster.oidc_provider_arn, oidc_issuer_url=cluster.oidc_issuer_url),
+            cluster_name=name, kubernetes_version=cfg.cluster.kubernetes_version, eks=access),
             opts=pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}, depends_on=pools))
     return cluster.provider, {
         "kubeconfig": cluster.kubeconfig,
@@ -95,5 +95,4 @@ def _build_eks(cfg: PlatformConfig) -> tuple[k8s.Provider, dict[str, Any], EksAc
         "vpcId": network.vpc_id,
         "privateSubnetIds": network.private_subnet_ids,
         "gpuNodeGroups": [pool.node_group.node_group_name for pool in pools],
-    }, EksAccess(region=region, cluster_name=cluster.cluster_name, oidc_provider_arn=cluster.oidc_provider_arn,
-                 oidc_issuer_url=cluster.oidc_issuer_url)
+    }, access
