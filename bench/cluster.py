@@ -21,17 +21,12 @@ import psutil
 
 from components.config import JobConfig
 from components.post_deploy import jobs_code_hash, ray_job_args
-from components.ray_job import INPUT_FIELDS, JobClient, RayJobArgs, RayJobProvider
+from components.ray_job import JobClient, RayJobArgs, RayJobProvider, props_of
 from tools.local import load_team_stack
 from tools.local_ray import LocalRay, session_processes, start_head, stop_head
 
 DEMO_STACK = "demo-local"
 SAMPLE_INTERVAL_S = 0.5
-
-
-def hook_props(args: RayJobArgs) -> dict[str, Any]:
-    """The property bag the Pulumi engine hands the provider (as tools.local builds it)."""
-    return {name: getattr(args, name) for name in INPUT_FIELDS}
 
 
 def fresh_name(prefix: str) -> str:
@@ -65,7 +60,7 @@ class BenchCluster:
 
     def run(self, args: RayJobArgs) -> dict[str, Any]:
         """RayJobProvider.create, exactly as `pulumi up` calls it; returns the outputs."""
-        return dict(RayJobProvider().create(hook_props(args)).outs)
+        return dict(RayJobProvider().create(props_of(args)).outs)
 
     def delete(self, outs: dict[str, Any]) -> None:
         """RayJobProvider.delete: stops the job; for a serve job, removes its app (the last one shuts Serve down)."""

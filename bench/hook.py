@@ -12,11 +12,11 @@ import statistics
 import time
 from collections.abc import Callable
 
-from bench.cluster import BenchCluster, fresh_name, hook_props
+from bench.cluster import BenchCluster, fresh_name
 from bench.config import BenchConfig
 from bench.stats import Figure, Target
 from components import ray_job
-from components.ray_job import TERMINAL, RayJobArgs, RayJobProvider
+from components.ray_job import TERMINAL, RayJobArgs, RayJobProvider, props_of
 
 TARGET = Target("<=", 1.05)
 # Each variant returns (seconds to RUNNING, seconds to SUCCEEDED); one of them may be None.
@@ -45,7 +45,7 @@ def hook_run(cluster: BenchCluster, entrypoint: str, wait: str) -> float:
     args = RayJobArgs(job_name=fresh_name("bench-hook"), kind="core", entrypoint=entrypoint, runtime_env={},
                       code_hash="bench", dashboard_url=cluster.head.dashboard_url, wait=wait, timeout_seconds=120)
     started = time.monotonic()
-    outs = RayJobProvider().create(hook_props(args)).outs
+    outs = RayJobProvider().create(props_of(args)).outs
     seconds = time.monotonic() - started
     # Untimed: let a job returned at RUNNING finish, so runs never overlap.
     ray_job.poll_job(cluster.client, outs["submission_id"], TERMINAL, time.monotonic() + 60)

@@ -427,10 +427,8 @@ class _Node:
                 self.p.missing(self.key(name), example)
                 return None
             return default
-        if isinstance(value, bool) and bool not in kinds:
-            self.p.bad(self.key(name), value, f"expected {what}")
-            return None if default is _MISSING else default
-        if not isinstance(value, kinds):
+        # bool is an int to isinstance; `true` is not a number here.
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             self.p.bad(self.key(name), value, f"expected {what}")
             return None if default is _MISSING else default
         return value

@@ -23,11 +23,12 @@ import pulumi
 
 from components.config import JobConfig, KubeRayJobConfig, KubeRayServiceConfig, TeamStackConfig
 from components.kuberay_wait import ClusterAccess
-from components.ray_job import RayJob, RayJobArgs
+from components.ray_job import RayJob, RayJobArgs, endpoint_for
 from components.ray_job_cr import RayJobCr, RayJobCrArgs
 from components.ray_service import RayService, RayServiceArgs
 from jobs.common import JOBS_DIR
 from jobs.common import entrypoint as job_entrypoint
+from jobs.common import runtime_env
 
 
 
@@ -62,7 +63,7 @@ def cluster_url(template: str, cluster: str, namespace: str) -> str:
 
 def ray_job_args(job: JobConfig, *, dashboard_url: pulumi.Input[str], serve_endpoint_base: str | None,
                  auth_token: pulumi.Input[str] | None, code_hash: str, team: str,
-                 jobs_dir: Path = JOBS_DIR, dashboard_access: str = "url",
+                 dashboard_access: str = "url",
                  kubeconfig: pulumi.Input[str] | None = None, kube_context: pulumi.Input[str] | None = None,
                  namespace: str | None = None) -> RayJobArgs:
     app_name, route_prefix = serve_names(job) if job.kind == "serve" else (None, None)
@@ -70,7 +71,7 @@ def ray_job_args(job: JobConfig, *, dashboard_url: pulumi.Input[str], serve_endp
         job_name=job.name,
         kind=job.kind,
         entrypoint=entrypoint(job),
-        runtime_env={**job.runtime_env, "py_modules": [str(jobs_dir)]},
+        runtime_env={**job.runtime_env, **runtime_env()},
         code_hash=code_hash,
         dashboard_url=dashboard_url,
         auth_token=auth_token,
@@ -112,7 +113,8 @@ def declare_jobs(cfg: TeamStackConfig, depends_on: Mapping[str, list[pulumi.Reso
     namespace, team = cfg.team.namespace, cfg.team.name
     clusters = {c.name: c for c in cfg.ray_clusters}
     code_hash = jobs_code_hash()
-    token = pulumi.Output.secret(cfg.dashboard_token) if cfg.dashboard_token else None
+    # RayJob keeps it as a secret in the state.
+    token = cfg.dashboard_token or None
     done: dict[str, pulumi.Resource] = {}
     for job in cfg.jobs:
         after = (*depends_on.get(job.cluster, []), *(done[d] for d in job.depends_on))
@@ -129,7 +131,7 @@ def declare_jobs(cfg: TeamStackConfig, depends_on: Mapping[str, list[pulumi.Reso
             done[job.name] = service.done
             declared.outputs[job.name] = {
                 "submission": "kuberay", "resource": f"RayService/{namespace}/{job.cluster}",
-                "status": service.status, "endpoint": f"{serve_base.rstrip('/')}{route}"}
+                "status": service.status, "endpoint": endpoint_for(serve_base, route)}
         elif isinstance(job.kuberay, KubeRayJobConfig):
             cr = RayJobCr(f"{team}-rayjob-{job.name}", RayJobCrArgs(
                 job=job, cluster=clusters[job.cluster], namespace=namespace, team=team, entrypoint=entrypoint(job),

@@ -41,14 +41,12 @@ import requests
 from pulumi.runtime import rpc
 
 # The result-line contract is the jobs' own (jobs/common.py is standard library only).
+from components.config import DASHBOARD_ACCESS, JOB_KINDS, JOB_WAITS
 from jobs.common import parse_result
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
 
-KINDS = ("train", "infer", "serve", "tune", "core")
-WAIT_MODES = ("none", "running", "succeeded")
-ACCESS_MODES = ("url", "tunnel")
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 # A re-run of `pulumi up` retries these instead of adopting them.
 RETRYABLE = frozenset({"FAILED", "STOPPED"})
@@ -141,6 +139,13 @@ class RayJobArgs:
 
 INPUT_FIELDS = tuple(f.name for f in dataclasses.fields(RayJobArgs))
 SECRET_FIELDS = ("auth_token", "kubeconfig")
+
+
+def props_of(args: RayJobArgs) -> dict[str, Any]:
+    """The property bag the Pulumi engine hands the provider for `args`."""
+    return {name: getattr(args, name) for name in INPUT_FIELDS}
+
+
 _INT_FIELDS = ("entrypoint_memory", "timeout_seconds", "dashboard_wait_seconds", "log_tail_lines")
 _FLOAT_FIELDS = ("entrypoint_num_cpus", "entrypoint_num_gpus")
 _DICT_FIELDS = ("runtime_env", "metadata")
@@ -185,9 +190,13 @@ def identity(args: RayJobArgs) -> dict[str, Any]:
     return _canon(values)
 
 
+def spec_digest(spec: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of `spec`: equal specs, equal digests, whatever their key order."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def submission_id_for(args: RayJobArgs) -> str:
-    canonical = json.dumps(identity(args), sort_keys=True, separators=(",", ":"))
-    return f"{args.job_name}-{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
+    return f"{args.job_name}-{spec_digest(identity(args))[:12]}"
 
 
 def attempt_id(base: str, attempt: int) -> str:
@@ -687,8 +696,8 @@ def check_failures(news: Mapping[str, Any]) -> list[tuple[str, str]]:
     if "job_name" in known and not (isinstance(job_name, str) and NAME_RE.match(job_name)):
         bad("job_name", f"{job_name!r} must be 1-63 letters, digits, '.', '_' or '-', starting with a "
                         "letter or digit (it prefixes the Ray submission id)")
-    if "kind" in known and known["kind"] not in KINDS:
-        bad("kind", f"{known['kind']!r} is not one of {', '.join(KINDS)}")
+    if "kind" in known and known["kind"] not in JOB_KINDS:
+        bad("kind", f"{known['kind']!r} is not one of {', '.join(JOB_KINDS)}")
     for prop in ("entrypoint", "code_hash"):
         if prop in known and not (isinstance(known[prop], str) and known[prop].strip()):
             bad(prop, "must be a non-empty string")
@@ -696,15 +705,15 @@ def check_failures(news: Mapping[str, Any]) -> list[tuple[str, str]]:
     if "dashboard_url" in known and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
         bad("dashboard_url", f"{url!r} must be an http:// or https:// URL of the Ray dashboard")
     access = known.get("dashboard_access", "url")
-    if access not in ACCESS_MODES:
-        bad("dashboard_access", f"{access!r} is not one of {', '.join(ACCESS_MODES)}")
+    if access not in DASHBOARD_ACCESS:
+        bad("dashboard_access", f"{access!r} is not one of {', '.join(DASHBOARD_ACCESS)}")
     if access == "tunnel":
         for prop in ("kubeconfig", "namespace", "cluster_name"):
             if not _is_unknown(news.get(prop)) and not known.get(prop):
                 bad(prop, "is required with dashboard_access 'tunnel' (the tunnel finds the cluster's head pod "
                           "through the Kubernetes API)")
-    if "wait" in known and known["wait"] not in WAIT_MODES:
-        bad("wait", f"{known['wait']!r} is not one of {', '.join(WAIT_MODES)}")
+    if "wait" in known and known["wait"] not in JOB_WAITS:
+        bad("wait", f"{known['wait']!r} is not one of {', '.join(JOB_WAITS)}")
     for prop, low in (("timeout_seconds", 1), ("dashboard_wait_seconds", 0), ("log_tail_lines", 0)):
         value = known.get(prop)
         if prop in known and not (isinstance(value, (int, float)) and value >= low):
@@ -823,7 +832,7 @@ class RayJob(pulumi.dynamic.Resource, name="RayJob"):
     end_time: pulumi.Output[str | None]
 
     def __init__(self, name: str, args: RayJobArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        props: dict[str, Any] = {field_name: getattr(args, field_name) for field_name in INPUT_FIELDS}
+        props = props_of(args)
         for secret in SECRET_FIELDS:
             if props[secret] is not None:
                 # Kept in the state (delete and refresh must authenticate) but always encrypted there.

@@ -25,8 +25,6 @@ KubeRay's submit command first loops until the dashboard's GCS health check pass
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +40,7 @@ from components.ray_cluster_spec import (
     API_VERSION, container_security_context, off_gpu_nodes, pod_security_context, guaranteed_resources, common_labels,
     ray_cluster,
 )
-from components.ray_job import METADATA_JOB_NAME, METADATA_KIND
+from components.ray_job import METADATA_JOB_NAME, METADATA_KIND, spec_digest
 from components.team import RAY_CLUSTER_LABEL
 from components.versions import RAY_IMAGE_CPU
 
@@ -83,10 +81,6 @@ def submitter_template(labels: dict[str, str]) -> dict[str, Any]:
         "automountServiceAccountToken": False,
         "affinity": off_gpu_nodes(),
     }}
-
-
-def spec_digest(spec: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def ray_job(job: JobConfig, cluster: RayClusterConfig, namespace: str, team: str, entrypoint: str) -> dict[str, Any]:

@@ -10,13 +10,17 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from components.constants import (
+    EKS_TAINT_EFFECT, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, LABEL_PREFIX, RAY_CLIENT_PORT, RAY_DASHBOARD_PORT,
+    RAY_GCS_PORT, RAY_SERVE_PORT,
+)
+
 Props = Mapping[str, Any]
 Resource = tuple[str, Props]
 
-GPU_TAINT_KEY = "nvidia.com/gpu"
-GPU_RESOURCE = "nvidia.com/gpu"
-RAY_KINDS = {"kubernetes:ray.io/v1:RayCluster", "kubernetes:ray.io/v1:RayJob", "kubernetes:ray.io/v1:RayService"}
-RAY_PORTS = {6379, 8265, 8000, 10001}
+# The program's own values (components.constants imports nothing), so the rules cannot drift from them.
+TEAM_LABEL = f"{LABEL_PREFIX}/team"
+RAY_PORTS = {RAY_GCS_PORT, RAY_DASHBOARD_PORT, RAY_SERVE_PORT, RAY_CLIENT_PORT}
 INTERNAL_LB_ANNOTATIONS = {
     "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
     "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
@@ -69,11 +73,11 @@ def gpu_pool_tainted(type_: str, props: Props) -> list[str]:
     """Every GPU node group carries the nvidia.com/gpu NoSchedule taint, so CPU pods stay off GPUs."""
     if type_ != NODE_GROUP:
         return []
-    is_gpu = "NVIDIA" in str(props.get("amiType", "")) or (props.get("labels") or {}).get("ray-platform.io/gpu")
+    is_gpu = "NVIDIA" in str(props.get("amiType", "")) or (props.get("labels") or {}).get(GPU_NODE_LABEL)
     if not is_gpu:
         return []
     taints = props.get("taints") or []
-    if not any(t.get("key") == GPU_TAINT_KEY and t.get("effect") == "NO_SCHEDULE" for t in taints):
+    if not any(t.get("key") == GPU_TAINT_KEY and t.get("effect") == EKS_TAINT_EFFECT for t in taints):
         return [f"GPU node group without the {GPU_TAINT_KEY}:NoSchedule taint"]
     return []
 
@@ -204,7 +208,7 @@ def ray_image_matches_version(type_: str, props: Props) -> list[str]:
 def team_namespaces_have_quota(resources: list[Resource]) -> list[str]:
     """Every team namespace comes with a ResourceQuota in the same stack."""
     teams = {_name(p) for t, p in resources if t == "kubernetes:core/v1:Namespace"
-             and "ray-platform.io/team" in ((p.get("metadata") or {}).get("labels") or {})}
+             and TEAM_LABEL in ((p.get("metadata") or {}).get("labels") or {})}
     quotas = {(p.get("metadata") or {}).get("namespace") for t, p in resources
               if t == "kubernetes:core/v1:ResourceQuota"}
     return [f"team namespace {ns} has no ResourceQuota" for ns in sorted(teams - quotas)]

@@ -10,7 +10,7 @@ import pytest
 import tools.local
 from components.config import ConfigError, JobConfig, TeamStackConfig
 from components.post_deploy import ray_job_args
-from components.ray_job import INPUT_FIELDS, RayJobProvider
+from components.ray_job import RayJobProvider, props_of
 from tools.local import (
     DEFAULT_STATE_DIR,
     MAX_TEMP_DIR_LEN,
@@ -166,7 +166,7 @@ def test_demo_stack_runs_train_infer_serve_and_answers_a_query(ray_head: LocalRa
         args = ray_job_args(serve_job, dashboard_url=ray_head.dashboard_url, serve_endpoint_base=None,
                             auth_token=None, code_hash="cleanup", team=cfg.team.name)
         # Frees the replica's CPU for later tests; removing the app is the hook's delete.
-        RayJobProvider().delete("cleanup", {name: getattr(args, name) for name in INPUT_FIELDS})
+        RayJobProvider().delete("cleanup", props_of(args))
 
 
 def test_key_metric_prefers_accuracy_then_rows() -> None:

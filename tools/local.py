@@ -27,7 +27,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ import requests
 
 from components.config import ConfigError, JobConfig, TeamStackConfig, parse_stack_file, platform_lookup_from_dir
 from components.post_deploy import jobs_code_hash, ray_job_args
-from components.ray_job import INPUT_FIELDS, METADATA_JOB_NAME, JobClient, RayJobArgs, RayJobProvider
+from components.ray_job import METADATA_JOB_NAME, JobClient, RayJobArgs, RayJobProvider, props_of
 from tools.local_ray import LocalRay, start_head, stop_head
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,19 +137,14 @@ def follow(client: JobClient, job_name: str, done: threading.Event, log: Callabl
 
 def run_job(args: RayJobArgs, client: JobClient, log: Callable[[str], None]) -> dict[str, Any]:
     """The hook's create, exactly as the Pulumi engine would call it, with progress alongside."""
-    props = {name: getattr(args, name) for name in INPUT_FIELDS}
     done = threading.Event()
     watcher = threading.Thread(target=follow, args=(client, args.job_name, done, log), daemon=True)
     watcher.start()
-    result: Future[dict[str, Any]] = Future()
     try:
-        result.set_result(RayJobProvider().create(props).outs)
-    except Exception as exc:  # noqa: BLE001 - reported in the summary, the run goes on to show it
-        result.set_exception(exc)
+        return dict(RayJobProvider().create(props_of(args)).outs)
     finally:
         done.set()
         watcher.join(timeout=POLL_S * 2)
-    return result.result()
 
 
 def query_serve(endpoint: str, log: Callable[[str], None]) -> str:
