@@ -1084,7 +1084,8 @@ def rayservice_owners(jobs: tuple[JobConfig, ...]) -> dict[str, JobConfig]:
     return owners
 
 
-def _check_rayservice_ownership(p: _Problems, jobs: tuple[JobConfig, ...]) -> None:
+def _check_rayservice_ownership(p: _Problems, jobs: tuple[JobConfig, ...],
+                                clusters: Mapping[str, RayClusterConfig]) -> None:
     owners = rayservice_owners(jobs)
     for i, job in enumerate(jobs):
         owner = owners.get(job.cluster)
@@ -1093,6 +1094,12 @@ def _check_rayservice_ownership(p: _Problems, jobs: tuple[JobConfig, ...]) -> No
             if owner is job and len(job.cluster) > KUBERAY_CR_NAME_MAX:
                 p.bad(path, job.cluster, f"the RayService takes its cluster's name, which KubeRay limits to "
                                          f"{KUBERAY_CR_NAME_MAX} characters")
+            ft = clusters[job.cluster].gcs_fault_tolerance if job.cluster in clusters else None
+            if owner is job and ft is not None and ft.backend == "rocksdb":
+                # Its volume is ReadWriteOnce and belongs to one head, while a RayService runs a
+                # second cluster during every NewCluster upgrade.
+                p.bad(path, job.cluster, "a RayService's cluster cannot keep its GCS in rocksdb (one volume, "
+                                         "one head); use gcsFaultTolerance.backend: redis")
             continue
         what = "one RayService per cluster" if isinstance(job.kuberay, KubeRayServiceConfig) else \
             "no RayCluster of that name exists for this job to run on"
@@ -1111,7 +1118,7 @@ def _parse_jobs(p: _Problems, root: _Node, clusters: Mapping[str, RayClusterConf
                 p.bad(f"{_ns('jobs')}[{i}].dependsOn[{k}]", dep, f"no such job; known: {', '.join(names)}")
             elif names.index(dep) >= i:
                 p.bad(f"{_ns('jobs')}[{i}].dependsOn[{k}]", dep, "a job may depend only on jobs listed before it")
-    _check_rayservice_ownership(p, jobs)
+    _check_rayservice_ownership(p, jobs, clusters)
     return jobs
 
 
