@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,24 +91,16 @@ def ray_job_args(job: JobConfig, *, dashboard_url: pulumi.Input[str], serve_endp
     )
 
 
-@dataclass
-class DeclaredJobs:
-    # Per job: the stack's `jobs` output entry.
-    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Cluster name -> the RayService that owns it (declared instead of a RayCluster).
-    services: dict[str, RayService] = field(default_factory=dict)
-
-
-def declare_jobs(cfg: TeamStackConfig, depends_on: Mapping[str, list[pulumi.Resource]],
-                 access: ClusterAccess) -> DeclaredJobs:
+def declare_jobs(cfg: TeamStackConfig, clusters_declared: Mapping[str, pulumi.Resource],
+                 access: ClusterAccess) -> dict[str, dict[str, Any]]:
     """One resource per configured job, in order: each after its cluster and the jobs it depends on.
 
-    `depends_on` maps a RayCluster's name to what a job on it must wait for (its RayCluster);
-    clusters owned by a RayService are not in it.
+    `clusters_declared` maps a RayCluster's name to its resource, which a job on it waits for;
+    clusters owned by a RayService are not in it. Returns the stack's `jobs` output, by job name.
     """
-    declared = DeclaredJobs()
+    outputs: dict[str, dict[str, Any]] = {}
     if not cfg.jobs:
-        return declared
+        return outputs
     namespace, team = cfg.team.namespace, cfg.team.name
     clusters = {c.name: c for c in cfg.ray_clusters}
     code_hash = jobs_code_hash()
@@ -117,7 +108,8 @@ def declare_jobs(cfg: TeamStackConfig, depends_on: Mapping[str, list[pulumi.Reso
     token = cfg.dashboard_token or None
     done: dict[str, pulumi.Resource] = {}
     for job in cfg.jobs:
-        after = (*depends_on.get(job.cluster, []), *(done[d] for d in job.depends_on))
+        cluster = clusters_declared.get(job.cluster)
+        after = (*([cluster] if cluster is not None else []), *(done[d] for d in job.depends_on))
         serve_base = cluster_url(cfg.dashboard.serve_url, job.cluster, namespace)
         route = serve_names(job)[1] if job.kind == "serve" else None
         if isinstance(job.kuberay, KubeRayServiceConfig):
@@ -127,9 +119,8 @@ def declare_jobs(cfg: TeamStackConfig, depends_on: Mapping[str, list[pulumi.Reso
                     settings=effective_settings(job), access=access, network_policy=cfg.team.network_policy,
                     redis_password=cfg.redis_password, auth_token=cfg.dashboard_token, depends_on=after),
                 opts=access.k8s_opts)
-            declared.services[job.cluster] = service
             done[job.name] = service.done
-            declared.outputs[job.name] = {
+            outputs[job.name] = {
                 "submission": "kuberay", "resource": f"RayService/{namespace}/{job.cluster}",
                 "status": service.status, "endpoint": endpoint_for(serve_base, route)}
         elif isinstance(job.kuberay, KubeRayJobConfig):
@@ -137,7 +128,7 @@ def declare_jobs(cfg: TeamStackConfig, depends_on: Mapping[str, list[pulumi.Reso
                 job=job, cluster=clusters[job.cluster], namespace=namespace, team=team, entrypoint=entrypoint(job),
                 access=access, depends_on=after), opts=access.k8s_opts)
             done[job.name] = cr.done
-            declared.outputs[job.name] = {"submission": "kuberay", "resource": f"RayJob/{namespace}/{cr.cr_name}",
+            outputs[job.name] = {"submission": "kuberay", "resource": f"RayJob/{namespace}/{cr.cr_name}",
                                           "status": cr.status}
         else:
             hook = RayJob(
@@ -148,7 +139,7 @@ def declare_jobs(cfg: TeamStackConfig, depends_on: Mapping[str, list[pulumi.Reso
                     kube_context=access.context, namespace=namespace),
                 opts=pulumi.ResourceOptions(depends_on=list(after)))
             done[job.name] = hook
-            declared.outputs[job.name] = {
+            outputs[job.name] = {
                 "submission": "sdk", "submissionId": hook.submission_id, "status": hook.status,
                 "jobUrl": hook.job_url, "endpoint": hook.endpoint, "result": hook.result}
-    return declared
+    return outputs

@@ -18,10 +18,9 @@ from pulumi.stack_reference import StackReferenceOutputDetails
 from components.config import RayObservability, TeamStackConfig, rayservice_owners
 from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, RAY_DASHBOARD_PORT, RAY_SERVE_PORT
 from components.kuberay_wait import ClusterAccess
-from components.post_deploy import declare_jobs
+from components.post_deploy import cluster_url, declare_jobs
 from components.ray_cluster import RayCluster, RayClusterArgs
-from components.ray_cluster_spec import observability_config_map
-from components.ray_service import RayService
+from components.ray_cluster_spec import head_service_name, observability_config_map, serve_service_name
 from components.team import Team, TeamArgs
 from components.versions import KUBERAY_VERSION
 
@@ -76,28 +75,19 @@ def platform_output(platform: pulumi.StackReference, stack: str, name: str,
     return pulumi.Output.all(platform.urn, platform.get_output_details(name)).apply(lambda v: value(v[1]))
 
 
-def _service_urls(cfg: TeamStackConfig, name: str, cluster: RayCluster | RayService) -> dict[str, str]:
+def _service_urls(cfg: TeamStackConfig, name: str) -> dict[str, str]:
+    """Where a cluster is reached: its Services (named after it, whether a RayCluster or a RayService
+    made them) and, for people, the dashboard and Serve URLs (by default those Services)."""
     namespace = cfg.team.namespace
-    # Where people reach the cluster from (by default the in-cluster services; e.g. an internal ingress).
-    dashboard = cfg.dashboard.url.format(cluster=name, namespace=namespace)
-    serve = cfg.dashboard.serve_url.format(cluster=name, namespace=namespace)
+    head = f"{head_service_name(name)}.{namespace}.svc"
     return {
         "name": name,
-        "headService": f"{cluster.head_service}.{namespace}.svc",
-        "dashboardService": f"{cluster.head_service}.{namespace}.svc:{RAY_DASHBOARD_PORT}",
-        "serveService": f"{cluster.serve_service}.{namespace}.svc:{RAY_SERVE_PORT}",
-        "dashboardUrl": dashboard,
-        "serveUrl": serve,
+        "headService": head,
+        "dashboardService": f"{head}:{RAY_DASHBOARD_PORT}",
+        "serveService": f"{serve_service_name(name)}.{namespace}.svc:{RAY_SERVE_PORT}",
+        "dashboardUrl": cluster_url(cfg.dashboard.url, name, namespace),
+        "serveUrl": cluster_url(cfg.dashboard.serve_url, name, namespace),
     }
-
-
-def add_job_hooks(cfg: TeamStackConfig, clusters: dict[str, RayCluster],
-                  access: ClusterAccess) -> tuple[dict[str, Any], dict[str, RayService]]:
-    """What runs `cfg.jobs` after deploy, per job an SDK hook or a KubeRay RayJob/RayService (see
-    components/post_deploy.py), each after the RayCluster it runs on; returns the stack outputs
-    and the RayServices, by the name of the cluster each owns."""
-    declared = declare_jobs(cfg, {name: [cluster] for name, cluster in clusters.items()}, access)
-    return ({"jobs": declared.outputs} if declared.outputs else {}), declared.services
 
 
 def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
@@ -157,11 +147,11 @@ def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
     }
     access = ClusterAccess(kubeconfig=kubeconfig, context=kube_context, k8s_opts=k8s_opts,
                            prerequisites=prerequisites)
-    job_outputs, services = add_job_hooks(cfg, clusters, access)
-    serving: dict[str, RayCluster | RayService] = {**clusters, **services}
+    # Per job an SDK hook or a KubeRay RayJob/RayService (components/post_deploy.py).
+    jobs = declare_jobs(cfg, clusters, access)
     return {
         "platform": contract,
         "namespace": cfg.team.namespace,
-        "rayClusters": [_service_urls(cfg, c.name, serving[c.name]) for c in cfg.ray_clusters],
-        **job_outputs,
+        "rayClusters": [_service_urls(cfg, c.name) for c in cfg.ray_clusters],
+        **({"jobs": jobs} if jobs else {}),
     }
