@@ -4,6 +4,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from components.config import ConfigError
+
 DELETE = object()
 
 
@@ -33,3 +35,10 @@ def with_first_job(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
         else:
             job[key] = value
     return raw
+
+
+def assert_problem_at(err: ConfigError, path: str, allowed: str) -> None:
+    """`err` reports a problem at the key `path` whose message contains `allowed`."""
+    lines = [p for p in err.problems if p.startswith(f"{path}:")]
+    assert lines, f"no problem reported at {path}; got: {err.problems}"
+    assert any(allowed in line for line in lines), lines

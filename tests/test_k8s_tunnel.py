@@ -31,6 +31,7 @@ from components.k8s_tunnel import (
 from components.ray_job import (
     DashboardUnreachable, JobClient, RayJob, RayJobArgs, RayJobProvider, check_failures, submission_id_for,
 )
+from tests.config_edits import assert_problem_at
 from tests.stacks import rendered
 from tools.local_ray import LocalRay
 from tools.render import SECRET, STACKS_DIR
@@ -410,5 +411,4 @@ DASHBOARD_CASES = [
 def test_bad_dashboard_config_names_the_key_path(dashboard: dict[str, Any], path: str, allowed: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse({**TEAM, "dashboard": dashboard}, "demo-dev")
-    lines = [p for p in err.value.problems if p.startswith(f"{path}:")]
-    assert any(allowed in line for line in lines), err.value.problems
+    assert_problem_at(err.value, path, allowed)

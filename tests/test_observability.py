@@ -41,6 +41,7 @@ from components.versions import (
     DCGM_EXPORTER_CHART_REPO, DCGM_EXPORTER_VERSION, FLUENT_BIT_IMAGE, KUBE_PROMETHEUS_STACK_CHART_REPO,
     KUBE_PROMETHEUS_STACK_VERSION, KUBERAY_VERSION,
 )
+from tests.config_edits import DELETE, assert_problem_at, with_change
 from policy import rules
 from tests.stacks import ids, of_type, rendered, stack_files
 from tools.export_dashboards import generated_dir, wait_for_dashboards
@@ -85,16 +86,7 @@ EXISTING: dict[str, Any] = {
 
 def platform_with(path: str, value: Any, base: dict[str, Any] = PLATFORM_GOOD) -> dict[str, Any]:
     """`base` with one value set at a dotted path (observability.prometheus.retention); None deletes it."""
-    raw = copy.deepcopy(base)
-    *parents, last = path.split(".")
-    node = raw
-    for part in parents:
-        node = node.setdefault(part, {})
-    if value is None:
-        node.pop(last, None)
-    else:
-        node[last] = value
-    return raw
+    return with_change(path, DELETE if value is None else value, base)
 
 
 def test_platform_observability_defaults_and_switches() -> None:
@@ -154,9 +146,7 @@ PLATFORM_BAD = [
 def test_bad_platform_observability_names_the_key_path(raw: dict[str, Any], path: str, allowed: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse(raw, "dev", "us-west-2")
-    lines = [p for p in err.value.problems if p.startswith(f"{path}:")]
-    assert lines, f"no problem reported at {path}; got: {err.value.problems}"
-    assert any(allowed in line for line in lines), lines
+    assert_problem_at(err.value, path, allowed)
 
 
 # --------------------------------------------------------------------------- team config
@@ -207,9 +197,7 @@ TEAM_BAD = [
 def test_bad_team_observability_names_the_key_path(raw: dict[str, Any], path: str, allowed: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse(raw, "obs-prod", None, team_lookup)
-    lines = [p for p in err.value.problems if p.startswith(f"{path}:")]
-    assert lines, f"no problem reported at {path}; got: {err.value.problems}"
-    assert any(allowed in line for line in lines), lines
+    assert_problem_at(err.value, path, allowed)
 
 
 def test_the_deployed_platform_must_offer_what_the_team_opted_into() -> None:

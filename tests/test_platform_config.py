@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from components.config import ConfigError, PlatformConfig, parse
-from tests.config_edits import DELETE
+from tests.config_edits import DELETE, assert_problem_at
 from tests.config_edits import with_change as edit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,9 +103,7 @@ BAD_CASES = [
 def test_bad_config_names_the_key_path(raw: dict[str, Any], path: str, allowed: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse(raw, "dev", "us-west-2")
-    lines = [p for p in err.value.problems if p.startswith(f"{path}:")]
-    assert lines, f"no problem reported at {path}; got: {err.value.problems}"
-    assert any(allowed in line for line in lines), lines
+    assert_problem_at(err.value, path, allowed)
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -15,6 +15,7 @@ from components.gpu_node_pool import CA_TEMPLATE_PREFIX, autoscaler_node_templat
 from components.kuberay_operator import crd_urls
 from components.network import subnet_cidrs
 from components.versions import EKS_VERSIONS, KUBERAY_VERSION, RAY_IMAGE_CPU, RAY_IMAGE_GPU, RAY_VERSION
+from tools.k8s_schema import kuberay_crd_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +72,7 @@ def test_kubeconfig_uses_short_lived_tokens() -> None:
 
 def test_kuberay_crds_come_from_the_pinned_tag() -> None:
     assert all(f"/v{KUBERAY_VERSION}/" in url for url in crd_urls())
-    names = sorted(p.name for p in (ROOT.parent / "shared" / "kuberay-crds" / f"v{KUBERAY_VERSION}").glob("*.yaml"))
+    names = sorted(p.name for p in kuberay_crd_dir().glob("*.yaml"))
     assert sorted(u.rsplit("/", 1)[1] for u in crd_urls()) == names
 
 

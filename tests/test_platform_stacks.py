@@ -19,7 +19,7 @@ from components.versions import (
 )
 from tests.stacks import ids, of_type, rendered, stack_files
 from tools.k8s_schema import validate_object
-from tools.render import render_stack
+from tools.render import STACKS_DIR, render_stack
 
 PLATFORM = stack_files("platform")
 EKS = [p for p in PLATFORM if rendered(p).outputs["clusterProvider"] == "eks"]
@@ -97,7 +97,7 @@ def test_control_plane_is_encrypted_logged_and_access_controlled(path: Path) -> 
 
 
 def test_prod_uses_the_private_endpoint_and_mixes_spot_with_on_demand() -> None:
-    r = rendered(Path("stacks/Pulumi.prod.yaml").resolve())
+    r = rendered(STACKS_DIR / "Pulumi.prod.yaml")
     (cluster,) = of_type(r, "aws:eks/cluster:Cluster")
     assert cluster["inputs"]["vpcConfig"]["endpointPublicAccess"] is False
     capacity = {p["capacityType"] for p in r.outputs["gpuPools"]}

@@ -28,7 +28,7 @@ from components.post_deploy import JOBS_DIR, entrypoint
 from components.ray_job_cr import KIND, SUBMITTER_CONTAINER, ray_job, spec_digest
 from components.versions import RAY_VERSION
 from jobs.common import parse_result
-from tests.config_edits import with_first_job
+from tests.config_edits import assert_problem_at, with_first_job
 from tests.stacks import config_of, ray_pods, ids, rendered, stack_files
 from tests.test_k8s_tunnel import KUBECONFIG
 from tools.k8s_schema import validate_object
@@ -255,8 +255,7 @@ BAD_CASES = [
 def test_bad_kuberay_job_config_names_the_key_path(raw: dict[str, Any], path: str, allowed: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse(raw, "demo-dev")
-    lines = [p for p in err.value.problems if p.startswith(f"{path}:")]
-    assert any(allowed in line for line in lines), err.value.problems
+    assert_problem_at(err.value, path, allowed)
 
 
 def test_the_demand_of_a_capped_ephemeral_cluster() -> None:

@@ -33,9 +33,9 @@ from components.ray_service import (
 from jobs.common import CONFIG_ENV_VAR
 from jobs.data import load_split
 from jobs.model import DigitsMLP, save_checkpoint, write_pointer
-from tests.config_edits import with_first_job
-from tests.stacks import ray_pods, ids, rendered, stack_files
-from tests.test_ray_job_cr import config_of, jobs_archive
+from tests.config_edits import assert_problem_at, with_first_job
+from tests.stacks import config_of, ids, ray_pods, rendered, stack_files
+from tests.test_ray_job_cr import jobs_archive
 from tools.k8s_schema import validate_object
 from tools.local_ray import LocalRay
 from tools.render import STACKS_DIR
@@ -303,8 +303,7 @@ BAD_CASES = [
 def test_bad_serve_config_names_the_key_path(raw: dict[str, Any], path: str, allowed: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse(raw, "web-dev")
-    lines = [p for p in err.value.problems if p.startswith(f"{path}:")]
-    assert any(allowed in line for line in lines), err.value.problems
+    assert_problem_at(err.value, path, allowed)
 
 
 # --- what a RayService status means ------------------------------------------------------------

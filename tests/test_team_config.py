@@ -10,7 +10,7 @@ import pytest
 from components.config import (
     ConfigError, PlatformConfig, RayClusterConfig, TeamStackConfig, max_demand, parse, platform_lookup_from_dir,
 )
-from tests.config_edits import DELETE
+from tests.config_edits import DELETE, assert_problem_at
 from tests.config_edits import with_change as edit
 
 STACKS = Path(__file__).resolve().parents[1] / "stacks"
@@ -182,9 +182,7 @@ BAD_CASES = [
 def test_bad_config_names_the_key_path(raw: dict[str, Any], path: str, allowed: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse(raw, "vision-prod", None, lookup)
-    lines = [p for p in err.value.problems if p.startswith(f"{path}:")]
-    assert lines, f"no problem reported at {path}; got: {err.value.problems}"
-    assert any(allowed in line for line in lines), lines
+    assert_problem_at(err.value, path, allowed)
 
 
 def test_every_problem_is_reported_at_once_and_shared_secrets_only_once() -> None:

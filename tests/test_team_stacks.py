@@ -281,7 +281,7 @@ def test_quota_caps_gpus_and_network_policy_keeps_other_namespaces_away(path: Pa
 
 
 def test_ray_objects_wait_for_namespace_quota_and_limits() -> None:
-    r = render.render_stack(STACKS_DIR / "Pulumi.vision-prod.yaml")
+    r = rendered(STACKS_DIR / "Pulumi.vision-prod.yaml")
     dependencies = r.dependencies
     # RayCluster train, the RayJob of train-digits, the RayService owning `serve`, and its two Secrets.
     ray_types = (RAY_CLUSTER_TYPE, "kubernetes:ray.io/v1:RayJob", "kubernetes:ray.io/v1:RayService")
