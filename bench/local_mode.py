@@ -29,7 +29,7 @@ from bench.cluster import DEMO_STACK, PeakSampler, session_pss
 from bench.config import BenchConfig
 from bench.stats import Figure, Target
 from tools.local import state_file
-from tools.local_ray import LocalRay, free_port, session_processes, start_head, stop_head
+from tools.local_ray import LocalRay, free_port, session_processes, stop_head, temporary_head
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -43,18 +43,13 @@ PARENT_MAKE_VARS = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
 
 def idle_head_pss() -> float:
     """GiB of PSS of a bare local Ray head once it has settled: the memory floor of any local cluster."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="rpb-idle-", dir="/tmp"))
-    head = start_head(temp_dir / "ray", num_cpus=2)
-    try:
+    with temporary_head("rpb-idle-") as head:
         time.sleep(IDLE_SETTLE_S)
         samples = []
         for _ in range(IDLE_SAMPLES):
             samples.append(session_pss(head.pid) / GIB)
             time.sleep(0.5)
         return statistics.median(samples)
-    finally:
-        stop_head(head)
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def make_command(target: str, job: str | None = None, **options: str | Path | int) -> list[str]:

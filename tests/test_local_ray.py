@@ -1,15 +1,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from tools.local_ray import LocalRay, dashboard_ready, session_processes, start_head, stop_head
+from tools.local_ray import LocalRay, dashboard_ready, session_processes, temporary_head
 
 pytestmark = pytest.mark.ray
 
@@ -20,21 +17,15 @@ def test_head_answers_on_loopback(ray_head: LocalRay) -> None:
     assert ray_head.alive()
 
 
-def test_stopping_a_head_leaves_none_of_its_processes(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_stopping_a_head_leaves_none_of_its_processes() -> None:
     """Workers leave the head's process group; `make local-down` must still stop them all."""
-    # Short path: Ray's unix sockets live under the temp dir (108-byte limit).
-    temp_dir = Path(tempfile.mkdtemp(prefix="rpt-", dir="/tmp"))
-    head = start_head(temp_dir / "ray", num_cpus=1)
-    try:
+    with temporary_head("rpt-", num_cpus=1) as head:
         # A detached actor, as Serve's controller and replicas are: it outlives its driver.
         code = ("import ray; ray.init(address=%r)\n@ray.remote\nclass Kept:\n    def ping(self): return 1\n"
                 "kept = Kept.options(name='kept', lifetime='detached').remote()\n"
                 "assert ray.get(kept.ping.remote()) == 1") % head.gcs_address
-        subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=temp_dir, capture_output=True)
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=head.temp_dir, capture_output=True)
         workers = [p for p in session_processes(head.pid) if os.getpgid(p.pid) != head.pid]
         assert workers, "expected Ray workers outside the head's process group"
-    finally:
-        stop_head(head)
-        shutil.rmtree(temp_dir, ignore_errors=True)
     assert session_processes(head.pid) == []
     assert not head.alive()

@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from components.observability import DASHBOARDS_DIR, RAY_DASHBOARDS, ray_dashboard_file
-from tools.local_ray import start_head, stop_head
+from tools.local_ray import temporary_head
 
 GENERATED = Path("session_latest") / "metrics" / "grafana" / "dashboards"
 
@@ -39,17 +38,11 @@ def wait_for_dashboards(temp_dir: Path, timeout: float = 60.0) -> Path:
 
 
 def export(target: Path = DASHBOARDS_DIR) -> list[Path]:
-    # A short path: Ray's unix sockets live under the temp dir (108-byte limit).
-    temp_dir = Path(tempfile.mkdtemp(prefix="rp-dash-", dir="/tmp"))
-    head = start_head(temp_dir, num_cpus=1)
-    try:
-        source = wait_for_dashboards(temp_dir)
+    with temporary_head("rp-dash-", num_cpus=1) as head:
+        source = wait_for_dashboards(Path(head.temp_dir))
         target.mkdir(parents=True, exist_ok=True)
         return [Path(shutil.copyfile(source / ray_dashboard_file(name).name, target / ray_dashboard_file(name).name))
                 for name in RAY_DASHBOARDS]
-    finally:
-        stop_head(head)
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -174,3 +178,20 @@ def stop_head(head: LocalRay, grace: float = 5.0) -> None:
         os.waitpid(head.pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+@contextmanager
+def temporary_head(prefix: str, num_cpus: int = 2) -> Iterator[LocalRay]:
+    """A head in a fresh directory under /tmp, stopped and its directory removed on exit.
+
+    Under /tmp because Ray's unix sockets live in its temp dir and their paths must fit 108 bytes.
+    """
+    temp_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        head = start_head(temp_dir, num_cpus=num_cpus)
+        try:
+            yield head
+        finally:
+            stop_head(head)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
