@@ -30,9 +30,10 @@ import yaml
 
 from bench.config import BenchConfig
 from bench.stats import Figure, Target, fit_line, number
+from components.config import stack_file
+from tools.render import STACKS_DIR, render_stack
 
 ROOT = Path(__file__).resolve().parents[1]
-STACKS_DIR = ROOT / "stacks"
 PROD_TARGET = Target("<", 3.0, on_ratio=False)
 # "Roughly linear": the total per team (or pool) at 50 at most a quarter above that at 10.
 LINEAR_TARGET = Target("<=", 1.25, on_ratio=False)
@@ -97,7 +98,7 @@ def run(cfg: BenchConfig) -> list[Figure]:
                                      for p in sorted(STACKS_DIR.glob("Pulumi.*.yaml")))
     figures = []
     for name in names:
-        samples = [child_seconds([STACKS_DIR / f"Pulumi.{name}.yaml"]) for _ in range(repeats)]
+        samples = [child_seconds([stack_file(STACKS_DIR, name)]) for _ in range(repeats)]
         figures.append(Figure("program-eval", f"stack {name}", "s", samples,
                               target=PROD_TARGET if name == "prod" else None))
     platform_medians, org_medians = [], []
@@ -121,8 +122,6 @@ def main() -> None:
     parser.add_argument("--stacks-dir", type=Path, required=True)
     parser.add_argument("files", type=Path, nargs="+")
     args = parser.parse_args()
-    from tools.render import render_stack
-
     started, cpu_started = time.perf_counter(), time.process_time()
     resources = [len(render_stack(path, stacks_dir=args.stacks_dir).resources) for path in args.files]
     print(json.dumps({"wall": time.perf_counter() - started, "cpu": time.process_time() - cpu_started,

@@ -1485,6 +1485,11 @@ def stack_name(path: Path) -> str:
     return path.name[len("Pulumi."):-len(".yaml")]
 
 
+def stack_file(stacks_dir: Path, stack: str) -> Path:
+    """The stack file of `stack` in `stacks_dir`; a fully qualified reference (org/project/name) counts by its name."""
+    return stacks_dir / f"Pulumi.{stack.rsplit('/', 1)[-1]}.yaml"
+
+
 def parse_stack_file(path: Path, platform_lookup: Callable[[str], PlatformConfig | None] | None = None
                      ) -> StackConfig:
     """Parse a stack file as `pulumi up` would see it (secrets as placeholders)."""
@@ -1497,7 +1502,7 @@ def platform_lookup_from_dir(stacks_dir: Path) -> Callable[[str], PlatformConfig
     """Resolve a platform stack by short name from the repo's stack files (None if absent or broken)."""
 
     def lookup(name: str) -> PlatformConfig | None:
-        path = stacks_dir / f"Pulumi.{name}.yaml"
+        path = stack_file(stacks_dir, name)
         if not path.exists():
             return None
         try:

@@ -33,12 +33,15 @@ from typing import Any
 
 import requests
 
-from components.config import ConfigError, JobConfig, TeamStackConfig, parse_stack_file, platform_lookup_from_dir
+from components.config import (ConfigError, JobConfig, TeamStackConfig, parse_stack_file, platform_lookup_from_dir,
+                               stack_file)
 from components.post_deploy import jobs_code_hash, ray_job_args
 from components.ray_job import METADATA_JOB_NAME, JobClient, RayJobArgs, RayJobProvider, props_of
 from tools.local_ray import LocalRay, start_head, stop_head
 
 ROOT = Path(__file__).resolve().parents[1]
+# Not tools.render's: importing the renderer would load the Pulumi SDK on every `make local`.
+STACKS_DIR = ROOT / "stacks"
 DEFAULT_STATE_DIR = ROOT / "build" / "local"
 # Ray's unix socket paths must stay under 108 bytes; a deep state dir falls back to /tmp.
 MAX_TEMP_DIR_LEN = 48
@@ -98,8 +101,8 @@ def with_overrides(cfg: TeamStackConfig, storage_path: str | None = None,
 
 
 def load_team_stack(stack: str) -> TeamStackConfig:
-    path = ROOT / "stacks" / f"Pulumi.{stack}.yaml"
-    cfg = parse_stack_file(path, platform_lookup_from_dir(ROOT / "stacks"))
+    path = stack_file(STACKS_DIR, stack)
+    cfg = parse_stack_file(path, platform_lookup_from_dir(STACKS_DIR))
     if not isinstance(cfg, TeamStackConfig) or not cfg.jobs:
         raise ConfigError(stack, [f"{path.name} is not a team stack with jobs"])
     return cfg

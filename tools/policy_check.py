@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from components.config import stack_file
 from policy import rules
 from tools.render import STACKS_DIR, Rendered, all_stack_files, render_stack
 
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.policy_check")
     parser.add_argument("--stack", help="one stack name (default: every stack)")
     args = parser.parse_args(argv)
-    files = [STACKS_DIR / f"Pulumi.{args.stack}.yaml"] if args.stack else all_stack_files()
+    files = [stack_file(STACKS_DIR, args.stack)] if args.stack else all_stack_files()
     failed = False
     for path in files:
         rendered = render_stack(path)

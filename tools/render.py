@@ -29,7 +29,7 @@ from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.settings import get_root_resource
 from pulumi.runtime.sync_await import _sync_await
 
-from components.config import ConfigError, read_stack_file, stack_name
+from components.config import ConfigError, read_stack_file, stack_file, stack_name
 from components.constants import PROJECT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,7 +211,7 @@ def _referenced_stacks(flat: dict[str, str], stacks_dir: Path) -> dict[str, Rend
     reference = flat.get(f"{PROJECT}:platformStack")
     if not reference:
         return {}
-    path = stacks_dir / f"Pulumi.{reference.rsplit('/', 1)[-1]}.yaml"
+    path = stack_file(stacks_dir, reference)
     if not path.exists():
         return {}
     # Every team stack of an environment references the same platform stack: render it
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.config:
         files = [args.config]
     else:
-        files = [STACKS_DIR / f"Pulumi.{args.stack}.yaml"]
+        files = [stack_file(STACKS_DIR, args.stack)]
     status = 0
     for path in files:
         if not path.exists():
