@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+from tools.monitor import format_table
+
 OPS = ("<", "<=", ">=")
 
 
@@ -116,10 +118,7 @@ def table(figures: list[Figure]) -> str:
     rows = [(f"{f.section}: {f.name}", str(len(f.ours)),
              f"{number(f.ours_median)} {f.unit}", f"{number(f.baseline_median)} {f.unit}" if f.baseline else "-",
              number(f.ratio), f.target.text(f.unit) if f.target else "-", f.status) for f in figures]
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([line.format(*headers), line.format(*("-" * w for w in widths)),
-                      *(line.format(*row) for row in rows)])
+    return format_table(headers, rows, rule=True)
 
 
 def notes(figures: list[Figure]) -> str:

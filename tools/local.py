@@ -38,6 +38,7 @@ from components.config import (ConfigError, JobConfig, TeamStackConfig, parse_st
 from components.post_deploy import jobs_code_hash, ray_job_args
 from components.ray_job import METADATA_JOB_NAME, JobClient, RayJobArgs, RayJobProvider, props_of
 from tools.local_ray import LocalRay, start_head, stop_head
+from tools.monitor import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
 # Not tools.render's: importing the renderer would load the Pulumi SDK on every `make local`.
@@ -169,10 +170,7 @@ def query_serve(endpoint: str, log: Callable[[str], None]) -> str:
 def summary_table(outcomes: list[Outcome]) -> str:
     headers = ("job", "kind", "status", "duration", "key metric", "endpoint")
     rows = [(o.job, o.kind, o.status, f"{o.seconds:.1f}s", o.metric, o.endpoint) for o in outcomes]
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    line = "  ".join("{:<%d}" % w for w in widths)
-    return "\n".join([line.format(*headers), line.format(*("-" * w for w in widths)),
-                      *(line.format(*r) for r in rows)])
+    return format_table(headers, rows, rule=True)
 
 
 def make_args(state_dir: Path) -> str:

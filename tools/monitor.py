@@ -101,10 +101,12 @@ def truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], rule: bool = False) -> str:
+    """Left-aligned columns two spaces apart; `rule` underlines the headers with dashes."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    under = [["-" * width for width in widths]] if rule else []
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in (headers, *rows)]
+             for row in (headers, *under, *rows)]
     return "\n".join(lines)
 
 
