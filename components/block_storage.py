@@ -17,10 +17,9 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components import iam_policies
-from components.constants import PROJECT
+from components.constants import PART_OF_LABEL, PROJECT
 from components.eks_cluster import EksAccess, irsa_role
 from components.observability import OBSERVABILITY_TYPE
-from components.ray_cluster_spec import PART_OF_LABEL
 
 EBS_CSI_ADDON = "aws-ebs-csi-driver"
 EBS_CSI_NAMESPACE = "kube-system"

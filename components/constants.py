@@ -6,6 +6,8 @@ drift apart.
 from __future__ import annotations
 
 PROJECT = "ray-platform"
+# On every Kubernetes object the platform creates.
+PART_OF_LABEL = "app.kubernetes.io/part-of"
 
 # The taint every GPU node carries; only pods that tolerate it (Ray GPU workers, the
 # NVIDIA device plugin) land on GPU nodes, so CPU pods never hold expensive capacity.

@@ -16,6 +16,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.constants import PART_OF_LABEL, PROJECT
 from components.helm import pinned_release
 from components.versions import KUBERAY_CHART, KUBERAY_CHART_REPO, KUBERAY_VERSION
 
@@ -53,7 +54,7 @@ class KubeRayOperator(pulumi.ComponentResource):
         super().__init__("ray-platform:index:KubeRayOperator", name, None, opts)
         namespace = k8s.core.v1.Namespace(
             f"{name}-ns", metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=args.namespace, labels={"app.kubernetes.io/part-of": "ray-platform"}),
+                name=args.namespace, labels={PART_OF_LABEL: PROJECT}),
             opts=pulumi.ResourceOptions(parent=self))
         crds = [
             k8s.yaml.v2.ConfigFile(f"{name}-crd-{kind}", file=url,

@@ -18,16 +18,22 @@ class NvidiaDevicePluginArgs:
     namespace: str = "nvidia-device-plugin"
 
 
-def device_plugin_values() -> dict[str, Any]:
-    """Tolerate the platform's GPU taint and select GPU nodes by the platform's label.
+def gpu_daemonset_placement() -> dict[str, Any]:
+    """Chart values that put a DaemonSet on the platform's GPU nodes only: their label, their taint.
 
-    The chart's default affinity expects Node Feature Discovery labels, which EKS nodes
-    do not have; without an explicit selector the DaemonSet would schedule nowhere.
+    No affinity: a chart's default one (NVIDIA's expects Node Feature Discovery labels, which
+    EKS nodes do not have) would otherwise schedule the DaemonSet nowhere.
     """
     return {
         "nodeSelector": {GPU_NODE_LABEL: "true"},
         "affinity": None,
         "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": GPU_TAINT_EFFECT}],
+    }
+
+
+def device_plugin_values() -> dict[str, Any]:
+    return {
+        **gpu_daemonset_placement(),
         "priorityClassName": "system-node-critical",
         "gfd": {"enabled": False},
     }

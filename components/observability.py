@@ -32,9 +32,10 @@ import pulumi_kubernetes as k8s
 
 from components import iam_policies
 from components.config import ObservabilityConfig, PrometheusConfig, _quantity_value
-from components.constants import GPU_NODE_LABEL, GPU_TAINT_EFFECT, GPU_TAINT_KEY, PROJECT
+from components.constants import PROJECT
 from components.eks_cluster import EksAccess, irsa_role
 from components.helm import pinned_release
+from components.nvidia_device_plugin import gpu_daemonset_placement
 from components.ray_cluster_spec import HEAD_CONTAINER, METRICS_PORT_NAMES, PART_OF_LABEL
 from components.team import RAY_CLUSTER_LABEL, RAY_NODE_TYPE_LABEL
 from components.versions import (
@@ -323,10 +324,7 @@ def kube_prometheus_stack_values(cfg: ObservabilityConfig, kuberay_namespace: st
 def dcgm_exporter_values(service_monitor: bool) -> dict[str, Any]:
     """On GPU nodes only (the platform's label), tolerating their taint; a node label on every series."""
     return {
-        "nodeSelector": {GPU_NODE_LABEL: "true"},
-        # Drop any default affinity: the selector above is the whole placement rule.
-        "affinity": None,
-        "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": GPU_TAINT_EFFECT}],
+        **gpu_daemonset_placement(),
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
         "serviceMonitor": {
             "enabled": service_monitor,
