@@ -659,6 +659,15 @@ def _parse_cluster(p: _Problems, root: _Node, environment: str | None) -> Cluste
     return cfg
 
 
+def _check_unique(p: _Problems, list_path: str, names: list[str], message: str) -> None:
+    """Report every repeat of a name at `<list_path>[i].name`; `{first}` in `message` is the first index."""
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in first:
+            p.bad(f"{list_path}[{i}].name", name, message.format(first=first[name]))
+        first.setdefault(name, i)
+
+
 def _parse_gpu_pool(p: _Problems, node: _Node) -> GpuPoolConfig:
     name = node.str("name", _MISSING, "g5-ondemand")
     _check_dns(p, node.key("name"), name, 40, "GPU pool name")
@@ -695,11 +704,7 @@ def _parse_platform(p: _Problems, root: _Node, stack: str, environment: str | No
     cluster = _parse_cluster(p, root, environment)
     network = _parse_network(p, root)
     pools = tuple(_parse_gpu_pool(p, n) for n in root.children("gpuPools"))
-    seen: dict[str, int] = {}
-    for i, pool in enumerate(pools):
-        if pool.name in seen:
-            p.bad(f"{_ns('gpuPools')}[{i}].name", pool.name, f"duplicates gpuPools[{seen[pool.name]}].name")
-        seen.setdefault(pool.name, i)
+    _check_unique(p, _ns("gpuPools"), [pool.name for pool in pools], "duplicates gpuPools[{first}].name")
     addons_node = root.child("addons")
     addons = AddonsConfig()
     if addons_node is not None:
@@ -936,11 +941,7 @@ def _parse_ray_cluster(p: _Problems, node: _Node) -> RayClusterConfig:
         _check_shm(p, hnode, head.shm_size, head.memory)
         hnode.done()
     groups = tuple(_parse_worker_group(p, n) for n in node.children("workerGroups"))
-    seen: set[str] = set()
-    for i, g in enumerate(groups):
-        if g.name in seen:
-            p.bad(f"{node.key('workerGroups')}[{i}].name", g.name, "worker group names must be unique")
-        seen.add(g.name)
+    _check_unique(p, node.key("workerGroups"), [g.name for g in groups], "worker group names must be unique")
     ft = _parse_gcs_fault_tolerance(p, node.child("gcsFaultTolerance"))
     anode = node.child("autoscaler")
     d = RayClusterConfig(name="x")
@@ -1110,9 +1111,8 @@ def _check_rayservice_ownership(p: _Problems, jobs: tuple[JobConfig, ...],
 def _parse_jobs(p: _Problems, root: _Node, clusters: Mapping[str, RayClusterConfig]) -> tuple[JobConfig, ...]:
     jobs = tuple(_parse_job(p, n, clusters) for n in root.children("jobs"))
     names = [j.name for j in jobs]
+    _check_unique(p, _ns("jobs"), names, "job names must be unique")
     for i, job in enumerate(jobs):
-        if names.index(job.name) != i:
-            p.bad(f"{_ns('jobs')}[{i}].name", job.name, "job names must be unique")
         for k, dep in enumerate(job.depends_on):
             if dep not in names:
                 p.bad(f"{_ns('jobs')}[{i}].dependsOn[{k}]", dep, f"no such job; known: {', '.join(names)}")
@@ -1355,10 +1355,7 @@ def _parse_team_stack(p: _Problems, root: _Node, stack: str, environment: str | 
                      for n in root.children("rayClusters", required=True))
     if root.raw("rayClusters") is not _MISSING and not clusters:
         p.bad(_ns("rayClusters"), [], "declare at least one RayCluster")
-    names = [c.name for c in clusters]
-    for i, n in enumerate(names):
-        if names.index(n) != i:
-            p.bad(f"{_ns('rayClusters')}[{i}].name", n, "RayCluster names must be unique in a team")
+    _check_unique(p, _ns("rayClusters"), [c.name for c in clusters], "RayCluster names must be unique in a team")
     jobs = _parse_jobs(p, root, {c.name: c for c in clusters if c.name})
     dashboard = _parse_dashboard(p, root)
     redis_password = root.str("redisPassword", None)
