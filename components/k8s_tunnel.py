@@ -223,7 +223,13 @@ class Tunnel:
                 _quietly(conn.close)
                 return
             self._open.extend((conn, upstream))
-        relay(conn, upstream)
+        try:
+            relay(conn, upstream)
+        finally:
+            # Every poll of a long wait opens a connection: forget the ones that ended.
+            with self._lock:
+                self._open = [end for end in self._open if end is not conn and end is not upstream]
+                self._threads = [t for t in self._threads if t is not threading.current_thread()]
 
     def close(self) -> None:
         """Stop accepting, end every relay (shutdown wakes their selectors) and wait for them briefly."""

@@ -181,6 +181,11 @@ def test_upstream_hanging_up_ends_the_client_connection(server: tuple[str, int])
         sock.settimeout(5)
         assert recv_exactly(sock, 3) == b"bye"
         assert sock.recv(1) == b""
+        # An ended relay is forgotten: a long wait over the tunnel opens one per poll.
+        deadline = time.monotonic() + 5
+        while (tunnel._open or len(tunnel._threads) > 1) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (tunnel._open, len(tunnel._threads)) == ([], 1)
 
 
 def test_closing_the_tunnel_ends_live_connections_and_stops_listening(server: tuple[str, int]) -> None:
