@@ -21,6 +21,8 @@ import pulumi
 import pulumi.dynamic
 from pulumi.runtime import rpc
 
+from components.ray_job import spec_digest
+
 if TYPE_CHECKING:
     from kubernetes.client import CustomObjectsApi
 
@@ -253,3 +255,18 @@ class KubeRayWait(pulumi.dynamic.Resource, name="KubeRayWait"):
         }
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=list(SECRET_FIELDS)))
         super().__init__(KubeRayWaitProvider(), name, props, opts)
+
+
+def wait_on(name: str, custom_resource: pulumi.Resource, manifest: Mapping[str, Any], wait: str,
+            timeout_seconds: int, access: ClusterAccess,
+            parent: pulumi.Resource) -> tuple[pulumi.Resource, pulumi.Output[str] | None]:
+    """(what later jobs wait for, the CR's status): a KubeRayWait on the CR when `wait` asks for
+    one, else the CR itself and no status."""
+    if wait == "none":
+        return custom_resource, None
+    metadata = manifest["metadata"]
+    waiter = KubeRayWait(f"{name}-wait", KubeRayWaitArgs(
+        kind=manifest["kind"], namespace=metadata["namespace"], name=metadata["name"],
+        revision=spec_digest(manifest["spec"]), wait=wait, timeout_seconds=timeout_seconds, access=access),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[custom_resource]))
+    return waiter, waiter.state

@@ -35,7 +35,7 @@ import yaml
 from components.config import (
     SUBMITTER_CPU, SUBMITTER_MEMORY, JobConfig, KubeRayJobConfig, RayClusterConfig, ephemeral_cluster,
 )
-from components.kuberay_wait import ClusterAccess, KubeRayWait, KubeRayWaitArgs
+from components.kuberay_wait import ClusterAccess, wait_on
 from components.ray_cluster_spec import (
     API_VERSION, container_security_context, off_gpu_nodes, pod_security_context, guaranteed_resources, common_labels,
     ray_cluster,
@@ -148,11 +148,6 @@ class RayJobCr(pulumi.ComponentResource):
             name, api_version=manifest["apiVersion"], kind=manifest["kind"], metadata=manifest["metadata"],
             spec=manifest["spec"],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.access.prerequisites, *args.depends_on]))
-        self.done, self.status = self.custom_resource, None
-        if args.job.wait != "none":
-            waiter = KubeRayWait(f"{name}-wait", KubeRayWaitArgs(
-                kind=KIND, namespace=args.namespace, name=self.cr_name, revision=spec_digest(manifest["spec"]),
-                wait=args.job.wait, timeout_seconds=args.job.timeout_seconds, access=args.access),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.custom_resource]))
-            self.done, self.status = waiter, waiter.state
+        self.done, self.status = wait_on(name, self.custom_resource, manifest, args.job.wait,
+                                         args.job.timeout_seconds, args.access, parent=self)
         self.register_outputs({"name": self.cr_name})

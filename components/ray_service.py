@@ -40,13 +40,13 @@ import yaml
 
 from components.config import JobConfig, KubeRayServiceConfig, RayClusterConfig
 from components.constants import LABEL_PREFIX, RAY_SERVE_PORT
-from components.kuberay_wait import ClusterAccess, KubeRayWait, KubeRayWaitArgs
+from components.kuberay_wait import ClusterAccess, wait_on
 from components.ray_cluster_spec import (
     API_VERSION, INTERNAL_LB_ANNOTATIONS, common_labels,
     head_service_name, ray_cluster, serve_service_name,
 )
 from components.ray_cluster import cluster_secrets
-from components.ray_job_cr import SKIP_AWAIT, code_runtime_env, spec_digest
+from components.ray_job_cr import SKIP_AWAIT, code_runtime_env
 from components.team import RAY_NODE_TYPE_LABEL, load_balancer_policy_spec
 from jobs.common import CONFIG_ENV_VAR
 
@@ -222,11 +222,6 @@ class RayService(pulumi.ComponentResource):
                                         delete_before_replace=in_place))
         self.head_service = head_service_name(cluster.name)
         self.serve_service = serve_service_name(cluster.name)
-        self.done, self.status = self.custom_resource, None
-        if job.wait != "none":
-            waiter = KubeRayWait(f"{name}-wait", KubeRayWaitArgs(
-                kind=KIND, namespace=args.namespace, name=cluster.name, revision=spec_digest(manifest["spec"]),
-                wait=job.wait, timeout_seconds=job.timeout_seconds, access=args.access),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.custom_resource]))
-            self.done, self.status = waiter, waiter.state
+        self.done, self.status = wait_on(name, self.custom_resource, manifest, job.wait, job.timeout_seconds,
+                                         args.access, parent=self)
         self.register_outputs({"name": cluster.name, "headService": self.head_service})
