@@ -32,3 +32,8 @@ RAY_DASHBOARD_PORT = 8265
 RAY_CLIENT_PORT = 10001
 RAY_SERVE_PORT = 8000
 RAY_METRICS_PORT = 8080
+
+# KubeRay's API group and its own pod labels (which single out a cluster's head pod).
+RAY_GROUP = "ray.io"
+RAY_CLUSTER_LABEL = f"{RAY_GROUP}/cluster"
+RAY_NODE_TYPE_LABEL = f"{RAY_GROUP}/node-type"

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
-from components.constants import RAY_DASHBOARD_PORT
-from components.team import RAY_CLUSTER_LABEL, RAY_NODE_TYPE_LABEL
+from components.constants import RAY_CLUSTER_LABEL, RAY_DASHBOARD_PORT, RAY_NODE_TYPE_LABEL
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, CoreV1Api

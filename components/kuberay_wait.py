@@ -21,12 +21,12 @@ import pulumi
 import pulumi.dynamic
 from pulumi.runtime import rpc
 
+from components.constants import RAY_GROUP
 from components.ray_job import spec_digest
 
 if TYPE_CHECKING:
     from kubernetes.client import CustomObjectsApi
 
-GROUP = "ray.io"
 VERSION = "v1"
 PLURALS = {"RayJob": "rayjobs", "RayService": "rayservices"}
 POLL_FIRST_S = 2.0
@@ -167,7 +167,7 @@ def fetcher(api: CustomObjectsApi, kind: str, namespace: str, name: str) -> Call
     def fetch() -> Mapping[str, Any] | None:
         try:
             return cast(Mapping[str, Any], api.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURALS[kind], name, _request_timeout=API_TIMEOUT_S))
+                RAY_GROUP, VERSION, namespace, PLURALS[kind], name, _request_timeout=API_TIMEOUT_S))
         except ApiException as exc:
             if exc.status == 404:
                 return None

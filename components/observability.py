@@ -32,12 +32,11 @@ import pulumi_kubernetes as k8s
 
 from components import iam_policies
 from components.config import ObservabilityConfig, PrometheusConfig, _quantity_value
-from components.constants import PROJECT
+from components.constants import PROJECT, RAY_CLUSTER_LABEL, RAY_NODE_TYPE_LABEL
 from components.eks_cluster import EksAccess, irsa_role
 from components.helm import pinned_release
 from components.nvidia_device_plugin import gpu_daemonset_placement
 from components.ray_cluster_spec import HEAD_CONTAINER, METRICS_PORT_NAMES, PART_OF_LABEL
-from components.team import RAY_CLUSTER_LABEL, RAY_NODE_TYPE_LABEL
 from components.versions import (
     DCGM_EXPORTER_CHART, DCGM_EXPORTER_CHART_REPO, DCGM_EXPORTER_VERSION, KUBE_PROMETHEUS_STACK_CHART,
     KUBE_PROMETHEUS_STACK_CHART_REPO, KUBE_PROMETHEUS_STACK_VERSION,

@@ -35,13 +35,13 @@ import yaml
 from components.config import (
     SUBMITTER_CPU, SUBMITTER_MEMORY, JobConfig, KubeRayJobConfig, RayClusterConfig, ephemeral_cluster,
 )
+from components.constants import RAY_CLUSTER_LABEL
 from components.kuberay_wait import ClusterAccess, wait_on
 from components.ray_cluster_spec import (
     API_VERSION, container_security_context, off_gpu_nodes, pod_security_context, guaranteed_resources, common_labels,
     ray_cluster,
 )
 from components.ray_job import METADATA_JOB_NAME, METADATA_KIND, spec_digest
-from components.team import RAY_CLUSTER_LABEL
 from components.versions import RAY_IMAGE_CPU
 
 KIND = "RayJob"

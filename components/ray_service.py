@@ -39,7 +39,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.config import JobConfig, KubeRayServiceConfig, RayClusterConfig
-from components.constants import LABEL_PREFIX, RAY_SERVE_PORT
+from components.constants import LABEL_PREFIX, RAY_NODE_TYPE_LABEL, RAY_SERVE_PORT
 from components.kuberay_wait import ClusterAccess, wait_on
 from components.ray_cluster_spec import (
     API_VERSION, INTERNAL_LB_ANNOTATIONS, common_labels,
@@ -47,7 +47,7 @@ from components.ray_cluster_spec import (
 )
 from components.ray_cluster import cluster_secrets
 from components.ray_job_cr import SKIP_AWAIT, code_runtime_env
-from components.team import RAY_NODE_TYPE_LABEL, load_balancer_policy_spec
+from components.team import load_balancer_policy_spec
 from jobs.common import CONFIG_ENV_VAR
 
 KIND = "RayService"

@@ -14,16 +14,15 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.config import TeamConfig
-from components.constants import GPU_RESOURCE, RAY_CLIENT_PORT, RAY_DASHBOARD_PORT, RAY_METRICS_PORT, RAY_SERVE_PORT
+from components.constants import (
+    GPU_RESOURCE, RAY_CLIENT_PORT, RAY_CLUSTER_LABEL, RAY_DASHBOARD_PORT, RAY_GROUP, RAY_METRICS_PORT,
+    RAY_NODE_TYPE_LABEL, RAY_SERVE_PORT,
+)
 from components.ray_cluster_spec import AUTOSCALER_METRICS_PORT, DASHBOARD_METRICS_PORT, common_labels
 
-RAY_GROUP = "ray.io"
 RAY_RESOURCES = ("rayclusters", "rayjobs", "rayservices")
 MANAGE = ("get", "list", "watch", "create", "update", "patch", "delete")
 READ = ("get", "list", "watch")
-# KubeRay's own pod labels, used to single out head pods.
-RAY_CLUSTER_LABEL = "ray.io/cluster"
-RAY_NODE_TYPE_LABEL = "ray.io/node-type"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
