@@ -30,6 +30,11 @@ def of_type(r: Rendered, type_: str) -> list[dict[str, Any]]:
     return [res for res in r.resources if res["type"] == type_]
 
 
+def manifests_of(r: Rendered, kind: str) -> list[dict[str, Any]]:
+    """The rendered Kubernetes objects of one kind."""
+    return [m for m in r.manifests() if m["kind"] == kind]
+
+
 def ids(paths: list[Path]) -> list[str]:
     return [p.name for p in paths]
 

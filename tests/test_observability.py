@@ -43,7 +43,7 @@ from components.versions import (
 )
 from tests.config_edits import DELETE, assert_problem_at, with_change
 from policy import rules
-from tests.stacks import ids, of_type, rendered, stack_files
+from tests.stacks import ids, manifests_of, of_type, rendered, stack_files
 from tools.export_dashboards import generated_dir, wait_for_dashboards
 from tools.k8s_schema import validate_object
 from tools.local_ray import LocalRay
@@ -497,7 +497,7 @@ def test_an_opted_in_team_gets_the_platform_values_sidecars_and_a_scrape_rule(
     assert config_map["data"] == expected["data"]
     cluster = objects[("RayCluster", "watched")]
     assert all(pod["initContainers"][0]["name"] == log_shipping.CONTAINER for pod in pod_specs(cluster))
-    (policy,) = [m for m in r.manifests() if m["kind"] == "NetworkPolicy"]
+    (policy,) = manifests_of(r, "NetworkPolicy")
     scrape = policy["spec"]["ingress"][-1]
     assert scrape["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     assert [p["port"] for p in scrape["ports"]] == [8080, 44217, 44227]

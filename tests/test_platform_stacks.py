@@ -17,7 +17,7 @@ from components.iam_policies import EBS_CSI_DRIVER_POLICY
 from components.versions import (
     CLUSTER_AUTOSCALER_CHART_VERSION, KUBERAY_VERSION, NVIDIA_DEVICE_PLUGIN_VERSION,
 )
-from tests.stacks import ids, of_type, rendered, stack_files
+from tests.stacks import ids, manifests_of, of_type, rendered, stack_files
 from tools.k8s_schema import validate_object
 from tools.render import STACKS_DIR, render_stack
 
@@ -133,7 +133,7 @@ def test_block_storage_is_the_ebs_csi_add_on_with_irsa_and_a_default_encrypted_c
     (attachment,) = [x for x in of_type(r, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")
                      if x["name"].endswith("-ebs-csi-policy")]
     assert attachment["inputs"]["policyArn"] == EBS_CSI_DRIVER_POLICY
-    (storage_class,) = [m for m in r.manifests() if m["kind"] == "StorageClass"]
+    (storage_class,) = manifests_of(r, "StorageClass")
     assert storage_class["metadata"]["annotations"] == {"storageclass.kubernetes.io/is-default-class": "true"}
     assert (storage_class["provisioner"], storage_class["parameters"]) == ("ebs.csi.aws.com",
                                                                           {"type": "gp3", "encrypted": "true"})
@@ -142,7 +142,7 @@ def test_block_storage_is_the_ebs_csi_add_on_with_irsa_and_a_default_encrypted_c
     # They were the Observability component's: aliased, `pulumi up` moves them rather than
     # creating a second add-on and class of the same names.
     former = f"{r.outputs['clusterName']}-observability"
-    (gp3,) = [x for x in of_type(r, "kubernetes:storage.k8s.io/v1:StorageClass")]
+    (gp3,) = of_type(r, "kubernetes:storage.k8s.io/v1:StorageClass")
     for res in (addon, role, attachment, gp3):
         suffix = res["name"].removeprefix(f"{r.outputs['clusterName']}-storage-")
         assert {"name": f"{former}-{suffix}", "parentUrn": f"urn:pulumi:{r.stack}::ray-platform::"

@@ -29,7 +29,7 @@ from components.ray_job_cr import KIND, SUBMITTER_CONTAINER, ray_job, spec_diges
 from components.versions import RAY_VERSION
 from jobs.common import parse_result
 from tests.config_edits import assert_problem_at, with_first_job
-from tests.stacks import config_of, ray_pods, ids, rendered, stack_files
+from tests.stacks import config_of, ids, manifests_of, ray_pods, rendered, stack_files
 from tests.test_k8s_tunnel import KUBECONFIG
 from tools.k8s_schema import validate_object
 from tools.local_ray import LocalRay
@@ -41,7 +41,7 @@ ARCHIVE_TOP = "ray-platform-jobs"
 
 
 def ray_jobs(path: Path) -> list[Obj]:
-    return [m for m in rendered(path).manifests() if m["kind"] == KIND]
+    return manifests_of(rendered(path), KIND)
 
 
 def jobs_archive(directory: Path) -> str:
@@ -86,7 +86,7 @@ def test_every_rayjob_runs_the_jobs_entrypoint_with_remote_code(path: Path) -> N
 @pytest.mark.parametrize("path", TEAM, ids=ids(TEAM))
 def test_rayjob_clusters_keep_the_platform_contracts(path: Path) -> None:
     cfg = config_of(path)
-    declared = {m["metadata"]["name"] for m in rendered(path).manifests() if m["kind"] == "RayCluster"}
+    declared = {m["metadata"]["name"] for m in manifests_of(rendered(path), "RayCluster")}
     for obj in ray_jobs(path):
         spec = obj["spec"]
         if "clusterSelector" in spec:

@@ -34,7 +34,7 @@ from jobs.common import CONFIG_ENV_VAR
 from jobs.data import load_split
 from jobs.model import DigitsMLP, save_checkpoint, write_pointer
 from tests.config_edits import assert_problem_at, with_first_job
-from tests.stacks import config_of, ids, ray_pods, rendered, stack_files
+from tests.stacks import config_of, ids, manifests_of, ray_pods, rendered, stack_files
 from tests.test_ray_job_cr import jobs_archive
 from tools.k8s_schema import validate_object
 from tools.local_ray import LocalRay
@@ -48,7 +48,7 @@ GO_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$|^\d+$")
 
 
 def ray_services(path: Path) -> list[Obj]:
-    return [m for m in rendered(path).manifests() if m["kind"] == KIND]
+    return manifests_of(rendered(path), KIND)
 
 
 def serve_config(service: Obj) -> Obj:
@@ -89,7 +89,7 @@ def test_every_rayservice_validates_strictly_and_keeps_the_contracts(path: Path)
 
 @pytest.mark.parametrize("path", TEAM, ids=ids(TEAM))
 def test_the_serve_service_stays_internal_and_skips_the_head(path: Path) -> None:
-    policies = {m["metadata"]["name"]: m["spec"] for m in rendered(path).manifests() if m["kind"] == "NetworkPolicy"}
+    policies = {m["metadata"]["name"]: m["spec"] for m in manifests_of(rendered(path), "NetworkPolicy")}
     for obj in ray_services(path):
         spec, name = obj["spec"], obj["metadata"]["name"]
         assert spec["excludeHeadPodFromServeSvc"] is True
@@ -218,12 +218,12 @@ def test_new_cluster_upgrades_update_in_place_and_need_room_for_two_clusters(
     service = registered["web-web"]
     assert list(service.replaceOnChanges) == [] and not service.deleteBeforeReplace
     assert "web-web-wait" not in registered  # wait: none
-    (obj,) = [m for m in result.manifests() if m["kind"] == KIND]
+    (obj,) = manifests_of(result, KIND)
     assert validate_object(obj, "1.34") == []
     assert obj["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
     assert obj["spec"]["rayClusterDeletionDelaySeconds"] == 120
     assert obj["spec"]["serveService"]["spec"]["type"] == "ClusterIP"
-    assert not [m for m in result.manifests() if m["kind"] == "NetworkPolicy" and "internal-lb" in
+    assert not [m for m in manifests_of(result, "NetworkPolicy") if "internal-lb" in
                 m["metadata"]["name"]]
 
 

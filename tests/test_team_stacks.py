@@ -22,7 +22,7 @@ from components.constants import (
 from components.ray_cluster_spec import TEAM_LABEL, auth_secret_name, gcs_volume_claim_name, redis_secret_name
 from components.team_layer import PlatformMismatch, check_platform, platform_output
 from components.versions import KUBERAY_VERSION, RAY_IMAGE_REPOSITORY
-from tests.stacks import config_of, ids, rendered, stack_files
+from tests.stacks import config_of, ids, manifests_of, rendered, stack_files
 from tools.k8s_schema import validate_object
 
 Obj = dict[str, Any]
@@ -41,7 +41,7 @@ def platform_outputs(path: Path) -> dict[str, Any]:
 
 
 def manifests(path: Path, kind: str | None = None) -> list[Obj]:
-    return [m for m in rendered(path).manifests() if kind is None or m["kind"] == kind]
+    return manifests_of(rendered(path), kind) if kind else rendered(path).manifests()
 
 
 def ray_clusters(path: Path) -> list[Obj]:
