@@ -4,8 +4,8 @@ from pathlib import Path
 import pulumi
 
 from components.config import ConfigError, PlatformConfig, load, platform_lookup_from_dir
-from components.platform_layer import build_platform
-from components.team_layer import build_team
+from components.platform.layer import build_platform
+from components.team.layer import build_team
 
 try:
     config = load(platform_lookup_from_dir(Path(__file__).resolve().parent / "stacks"))

@@ -20,8 +20,8 @@ from typing import Any, Self
 import psutil
 
 from components.config import JobConfig
-from components.post_deploy import jobs_code_hash, ray_job_args
-from components.ray_job import JobClient, RayJobArgs, RayJobProvider, props_of
+from components.team.post_deploy import jobs_code_hash, ray_job_args
+from components.hooks.ray_job import JobClient, RayJobArgs, RayJobProvider, props_of
 from tools.local import load_team_stack
 from tools.local_ray import LocalRay, session_processes, start_head, stop_head
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from bench.cluster import BenchCluster, fresh_name
 from bench.config import BenchConfig
 from bench.stats import Figure, Target
-from components import ray_job
-from components.ray_job import TERMINAL, RayJobArgs, RayJobProvider, props_of
+from components.hooks import ray_job
+from components.hooks.ray_job import TERMINAL, RayJobArgs, RayJobProvider, props_of
 
 TARGET = Target("<=", 1.05)
 # Each variant returns (seconds to RUNNING, seconds to SUCCEEDED); one of them may be None.

@@ -49,3 +49,14 @@ DCGM_EXPORTER_CHART_REPO = "https://nvidia.github.io/dcgm-exporter/helm-charts"
 # The log-shipping sidecar in Ray pods; the upstream image has the cloudwatch_logs output built in.
 FLUENT_BIT_VERSION = "4.2.0"
 FLUENT_BIT_IMAGE = f"fluent/fluent-bit:{FLUENT_BIT_VERSION}"
+
+# e2e toolchain (tools/e2e): built from Go modules, never deployed
+# `make e2e-toolchain` builds these (plus the Pulumi CLI at requirements.txt's `pulumi` pin, the
+# kubernetes provider at its `pulumi-kubernetes` pin, and the KubeRay operator at KUBERAY_VERSION)
+# into a cache keyed by all of them; docs/e2e.md, "Toolchain".
+KUBERNETES_E2E_VERSION = "v1.34.4"  # kube-apiserver/-controller-manager/-scheduler, kubectl; an EKS_VERSIONS minor
+ETCD_VERSION = "v3.6.16"
+KWOK_VERSION = "v0.8.0"
+KUEUE_VERSION = "v0.19.2"  # the kueue chart in the mirror is 0.19.2
+# The exact version ray-operator's go.mod (at KUBERAY_VERSION) requires; the proxy lists none.
+KUBERAY_SCHEDULER_PLUGINS_VERSION = "v0.33.5"

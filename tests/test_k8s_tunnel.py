@@ -1,4 +1,4 @@
-"""The API-server tunnel of the SDK hooks (components/k8s_tunnel.py), and `dashboard.access` config.
+"""The API-server tunnel of the SDK hooks (components/clients/k8s_tunnel.py), and `dashboard.access` config.
 
 Pure parts (pod selection, port mapping, kubeconfig forms) are unit tests; the byte relay runs
 against a local TCP echo server; and the hook runs end to end in tunnel mode against the real
@@ -22,13 +22,13 @@ import pytest
 import yaml
 from pulumi.runtime import rpc
 
-import components.k8s_tunnel as tunnel_mod
+import components.clients.k8s_tunnel as tunnel_mod
 from components.config import ConfigError, DashboardConfig, TeamStackConfig, parse
-from components.k8s_tunnel import (
+from components.clients.k8s_tunnel import (
     Tunnel, TunnelError, dashboard_port, describe_pods, head_pod_selector, kubeconfig_source, pick_head_pod, relay,
     wait_for_head_pod,
 )
-from components.ray_job import (
+from components.hooks.ray_job import (
     DashboardUnreachable, JobClient, RayJob, RayJobArgs, RayJobProvider, check_failures, submission_id_for,
 )
 from tests.config_edits import assert_problem_at

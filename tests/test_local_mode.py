@@ -9,8 +9,8 @@ import pytest
 
 import tools.local
 from components.config import ConfigError, JobConfig, TeamStackConfig
-from components.post_deploy import ray_job_args
-from components.ray_job import RayJobProvider, props_of
+from components.team.post_deploy import ray_job_args
+from components.hooks.ray_job import RayJobProvider, props_of
 from tools.local import (
     DEFAULT_STATE_DIR,
     MAX_TEMP_DIR_LEN,

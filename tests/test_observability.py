@@ -22,21 +22,21 @@ import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 import tools.render as render
-from components import iam_policies, log_shipping
+from components.specs import iam_policies, log_shipping
 from components.config import (
     LOG_SHIPPER_CPU, LOG_SHIPPER_MEMORY, ConfigError, PlatformConfig, RayClusterConfig, RayObservability,
     TeamStackConfig, WorkerGroupConfig, max_demand, parse, platform_lookup_from_dir,
 )
 from components.constants import GPU_NODE_LABEL, GPU_TAINT_EFFECT, GPU_TAINT_KEY, RAY_METRICS_PORT
-from components.observability import (
+from components.platform.observability import (
     ADMIN_SECRET, DASHBOARD_LABEL, DATASOURCE, FOLDER_ANNOTATION, MONITORING_API, RAY_DASHBOARDS, TEAM_NAMESPACES,
     alert_groups, dcgm_dashboard, dcgm_exporter_values, pod_monitors, prometheus_rule, ray_dashboard_file,
 )
-from components.ray_cluster_spec import (
+from components.specs.raycluster import (
     GRAFANA_HOST_ENV, GRAFANA_IFRAME_HOST_ENV, HEAD_CONTAINER, METRICS_PORT_NAMES, OBSERVABILITY_CONFIG_MAP,
     PROMETHEUS_HOST_ENV, PROMETHEUS_NAME_ENV, observability_config_map, ray_cluster,
 )
-from components.team_layer import PlatformMismatch, check_platform
+from components.team.layer import PlatformMismatch, check_platform
 from components.versions import (
     DCGM_EXPORTER_CHART_REPO, DCGM_EXPORTER_VERSION, FLUENT_BIT_IMAGE, KUBE_PROMETHEUS_STACK_CHART_REPO,
     KUBE_PROMETHEUS_STACK_VERSION, KUBERAY_VERSION,

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from components import iam_policies
+from components.specs import iam_policies
 from components.config import GpuPoolConfig
-from components.eks_cluster import kubeconfig_document
-from components.gpu_node_pool import CA_TEMPLATE_PREFIX, autoscaler_node_template_tags, pool_labels
-from components.kuberay_operator import crd_urls
-from components.network import subnet_cidrs
+from components.platform.eks_cluster import kubeconfig_document
+from components.platform.gpu_node_pool import CA_TEMPLATE_PREFIX, autoscaler_node_template_tags, pool_labels
+from components.platform.kuberay_operator import crd_urls
+from components.platform.network import subnet_cidrs
 from components.versions import EKS_VERSIONS, KUBERAY_VERSION, RAY_IMAGE_CPU, RAY_IMAGE_GPU, RAY_VERSION
 from tools.k8s_schema import kuberay_crd_dir
 

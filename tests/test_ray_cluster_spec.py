@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components import ray_cluster_spec as spec_module
+from components.specs import raycluster as spec_module
 from components.config import (
     GcsFaultToleranceConfig, HeadConfig, RayClusterConfig, WorkerGroupConfig,
 )
@@ -17,7 +17,7 @@ from components.constants import (
     GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL, PROJECT,
     RAY_DASHBOARD_PORT, RAY_METRICS_PORT,
 )
-from components.ray_cluster_spec import (
+from components.specs.raycluster import (
     AUTH_TOKEN_KEY, INTERNAL_LB_ANNOTATIONS, PART_OF_LABEL, REDIS_PASSWORD_KEY, TEAM_LABEL, auth_secret_name,
     gcs_volume_claim, gcs_volume_claim_name, ray_cluster, redis_secret_name,
 )

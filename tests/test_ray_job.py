@@ -24,7 +24,7 @@ import requests
 from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime import rpc
 
-from components.ray_job import (
+from components.hooks.ray_job import (
     INPUT_FIELDS,
     OUTPUT_FIELDS,
     DashboardUnreachable,
@@ -447,7 +447,7 @@ def test_serve_apps_are_removed_one_at_a_time(ray_head: LocalRay, job_dir: Path,
 def test_polls_steadily_at_first_then_backs_off_to_the_cap() -> None:
     from itertools import islice
 
-    from components.ray_job import FAST_POLL_WINDOW_S, POLL_FIRST_S, POLL_MAX_S, poll_delays
+    from components.hooks.ray_job import FAST_POLL_WINDOW_S, POLL_FIRST_S, POLL_MAX_S, poll_delays
 
     delays = list(islice(poll_delays(), 200))
     steady = int(FAST_POLL_WINDOW_S / POLL_FIRST_S)

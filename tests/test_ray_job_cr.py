@@ -1,5 +1,5 @@
-"""`submission: kuberay` batch jobs as RayJob custom resources (components/ray_job_cr.py), their
-config, the quota they need, and waiting for them (components/kuberay_wait.py).
+"""`submission: kuberay` batch jobs as RayJob custom resources (components/team/ray_job_cr.py), their
+config, the quota they need, and waiting for them (components/hooks/kuberay_wait.py).
 
 Every RayJob rendered for every team stack validates strictly against the pinned KubeRay CRD and
 keeps the platform's contracts; the entrypoint and runtime env a RayJob carries run for real on
@@ -17,15 +17,15 @@ import pytest
 import yaml
 from ray.job_submission import JobSubmissionClient
 
-import components.kuberay_wait as wait_mod
+import components.hooks.kuberay_wait as wait_mod
 from components.config import (
     CODE_URI, DNS1035, KUBERAY_CR_NAME_MAX, ConfigError, JobConfig, JobResources, KubeRayJobConfig,
     RayClusterConfig, TeamStackConfig, WorkerGroupConfig, ephemeral_cluster, kuberay_demand, max_demand, parse,
 )
 from components.constants import GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
-from components.kuberay_wait import KubeRayWaitError, KubeRayWaitProvider, Progress, poll, rayjob_progress
-from components.post_deploy import JOBS_DIR, entrypoint
-from components.ray_job_cr import KIND, SUBMITTER_CONTAINER, ray_job, spec_digest
+from components.hooks.kuberay_wait import KubeRayWaitError, KubeRayWaitProvider, Progress, poll, rayjob_progress
+from components.team.post_deploy import JOBS_DIR, entrypoint
+from components.team.ray_job_cr import KIND, SUBMITTER_CONTAINER, ray_job, spec_digest
 from components.versions import RAY_VERSION
 from jobs.common import parse_result
 from tests.config_edits import assert_problem_at, with_first_job

@@ -1,4 +1,4 @@
-"""`submission: kuberay` serve jobs as RayServices (components/ray_service.py): validation against the
+"""`submission: kuberay` serve jobs as RayServices (components/team/ray_service.py): validation against the
 pinned CRD, the Serve config generated from the same settings as the SDK path, ownership of the
 cluster, upgrades, health, internal-only services, config checks, readiness, and the Serve config
 deployed for real on the local Ray head.
@@ -23,10 +23,10 @@ from components.config import (
     kuberay_demand, parse,
 )
 from components.constants import GPU_TAINT_KEY
-from components.kuberay_wait import rayservice_progress
-from components.post_deploy import effective_settings
-from components.ray_cluster_spec import INTERNAL_LB_ANNOTATIONS
-from components.ray_service import (
+from components.hooks.kuberay_wait import rayservice_progress
+from components.team.post_deploy import effective_settings
+from components.specs.raycluster import INTERNAL_LB_ANNOTATIONS
+from components.team.ray_service import (
     IMPORT_PATH, INITIALIZING_TIMEOUT_ANNOTATION, KIND, RAY_SERVICE_LABEL, SERVE_DEPLOYMENT, deployment_options,
     ray_service,
 )

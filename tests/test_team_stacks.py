@@ -19,8 +19,8 @@ from components.config import (
 from components.constants import (
     GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL,
 )
-from components.ray_cluster_spec import TEAM_LABEL, auth_secret_name, gcs_volume_claim_name, redis_secret_name
-from components.team_layer import PlatformMismatch, check_platform, platform_output
+from components.specs.raycluster import TEAM_LABEL, auth_secret_name, gcs_volume_claim_name, redis_secret_name
+from components.team.layer import PlatformMismatch, check_platform, platform_output
 from components.versions import KUBERAY_VERSION, RAY_IMAGE_REPOSITORY
 from tests.stacks import config_of, ids, manifests_of, rendered, stack_files
 from tools.k8s_schema import validate_object

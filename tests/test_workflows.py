@@ -271,7 +271,7 @@ def scratch_repo(tmp_path: Path) -> Path:
     (repo / "components").mkdir()
     for stack in STACK_NAMES:
         (repo / "stacks" / f"Pulumi.{stack}.yaml").write_text(f"config: {{}}  # {stack}\n")
-    for name in ("components/network.py", "README.md", "requirements-dev.txt", "__main__.py"):
+    for name in ("components/platform/network.py", "README.md", "requirements-dev.txt", "__main__.py"):
         (repo / name).write_text("# v1\n")
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", ".")
@@ -287,7 +287,7 @@ def scratch_repo(tmp_path: Path) -> Path:
     [
         ({"stacks/Pulumi.vision-dev.yaml": "edit"}, ["vision-dev"]),
         ({"stacks/Pulumi.vision-dev.yaml": "edit", "stacks/Pulumi.prod.yaml": "edit"}, ["prod", "vision-dev"]),
-        ({"components/network.py": "edit"}, ALL_CI_STACKS),
+        ({"components/platform/network.py": "edit"}, ALL_CI_STACKS),
         ({"__main__.py": "edit", "README.md": "edit"}, ALL_CI_STACKS),
         ({"requirements-dev.txt": "edit"}, ALL_CI_STACKS),
         ({"Pulumi.yaml": "edit"}, ALL_CI_STACKS),

@@ -8,7 +8,7 @@
 
 `up` starts (or reuses) a single-node Ray head on loopback, then runs the `jobs:` of a
 team stack in order through the same post-deploy hook code `pulumi up` runs
-(components.ray_job.RayJobProvider.create), with live progress, sends a real query to
+(components.hooks.ray_job.RayJobProvider.create), with live progress, sends a real query to
 the Serve endpoint, and prints a summary. Re-running is safe: a job whose spec and code
 did not change is adopted, not resubmitted. The cluster stays up for exploring
 (`make jobs`, the dashboard URL printed at the end).
@@ -35,8 +35,8 @@ import requests
 
 from components.config import (ConfigError, JobConfig, TeamStackConfig, parse_stack_file, platform_lookup_from_dir,
                                stack_file)
-from components.post_deploy import jobs_code_hash, ray_job_args
-from components.ray_job import METADATA_JOB_NAME, JobClient, RayJobArgs, RayJobProvider, props_of
+from components.team.post_deploy import jobs_code_hash, ray_job_args
+from components.hooks.ray_job import METADATA_JOB_NAME, JobClient, RayJobArgs, RayJobProvider, props_of
 from tools.local_ray import LocalRay, start_head, stop_head
 from tools.monitor import format_table
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.ray_job import (
+from components.hooks.ray_job import (
     METADATA_KIND,
     TERMINAL,
     JobClient,

@@ -11,7 +11,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components import iam_policies
+from components.specs import iam_policies
 from components.config import ClusterConfig
 from components.constants import NODE_ROLE_LABEL, ROLE_SYSTEM
 

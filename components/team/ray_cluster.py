@@ -17,7 +17,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.config import RayClusterConfig
-from components.ray_cluster_spec import (
+from components.specs.raycluster import (
     AUTH_TOKEN_KEY, REDIS_PASSWORD_KEY, auth_secret_name, common_labels, gcs_volume_claim, head_service_name,
     ray_cluster, redis_secret_name, serve_service_name,
 )

@@ -7,7 +7,7 @@ from typing import Any
 import pulumi
 
 from components.constants import GPU_NODE_LABEL, GPU_TAINT_EFFECT, GPU_TAINT_KEY
-from components.helm import pinned_release
+from components.platform.helm import pinned_release
 from components.versions import (
     NVIDIA_DEVICE_PLUGIN_CHART, NVIDIA_DEVICE_PLUGIN_CHART_REPO, NVIDIA_DEVICE_PLUGIN_VERSION,
 )

@@ -7,9 +7,9 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components import iam_policies
-from components.eks_cluster import SYSTEM_NODE_SELECTOR, EksAccess, irsa_role
-from components.helm import pinned_release
+from components.specs import iam_policies
+from components.platform.eks_cluster import SYSTEM_NODE_SELECTOR, EksAccess, irsa_role
+from components.platform.helm import pinned_release
 from components.versions import (
     CLUSTER_AUTOSCALER_CHART, CLUSTER_AUTOSCALER_CHART_REPO, CLUSTER_AUTOSCALER_CHART_VERSION, EKS_VERSIONS,
 )

@@ -1,6 +1,6 @@
 """A `submission: kuberay` batch job as a KubeRay RayJob custom resource: pure builder + component.
 
-Same job code and job config as the SDK path (components/post_deploy.py): the entrypoint is the
+Same job code and job config as the SDK path (components/team/post_deploy.py): the entrypoint is the
 same `python -m jobs.<kind> --config-json ...`; only the submission changes. KubeRay's submitter
 pod runs `ray job submit` inside the cluster, so nothing outside the cluster talks to Ray.
 
@@ -36,19 +36,19 @@ from components.config import (
     SUBMITTER_CPU, SUBMITTER_MEMORY, JobConfig, KubeRayJobConfig, RayClusterConfig, ephemeral_cluster,
 )
 from components.constants import RAY_CLUSTER_LABEL
-from components.kuberay_wait import ClusterAccess, wait_on
-from components.ray_cluster_spec import (
+from components.hooks.kuberay_wait import ClusterAccess, wait_on
+from components.specs.raycluster import (
     API_VERSION, container_security_context, off_gpu_nodes, pod_security_context, guaranteed_resources, common_labels,
     ray_cluster,
 )
-from components.ray_job import METADATA_JOB_NAME, METADATA_KIND, spec_digest
+from components.hooks.ray_job import METADATA_JOB_NAME, METADATA_KIND, spec_digest
 from components.versions import RAY_IMAGE_CPU
 
 KIND = "RayJob"
 SUBMITTER_CONTAINER = "ray-job-submitter"
 # Retries of the submitter Job, for a dashboard that drops a connection while it starts.
 SUBMITTER_BACKOFF_LIMIT = 3
-# pulumi-kubernetes has no await logic for KubeRay kinds; components/kuberay_wait.py waits instead.
+# pulumi-kubernetes has no await logic for KubeRay kinds; components/hooks/kuberay_wait.py waits instead.
 SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
 DIGEST_CHARS = 6
 

@@ -12,7 +12,7 @@
   head restarted.
 * The NVIDIA DCGM exporter (pinned chart) on GPU nodes only, tolerating the GPU taint.
 * Log shipping (EKS): the CloudWatch log group and the IRSA role the Fluent Bit sidecars of the
-  team's Ray pods use (components/log_shipping.py).
+  team's Ray pods use (components/specs/log_shipping.py).
 
 The PodMonitors and the PrometheusRule are handed to the chart (`additionalPodMonitors`,
 `additionalPrometheusRulesMap`) rather than declared as Pulumi custom resources: Helm creates
@@ -30,13 +30,13 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components import iam_policies
+from components.specs import iam_policies
 from components.config import ObservabilityConfig, PrometheusConfig, _quantity_value
 from components.constants import PROJECT, RAY_CLUSTER_LABEL, RAY_NODE_TYPE_LABEL
-from components.eks_cluster import EksAccess, irsa_role
-from components.helm import pinned_release
-from components.nvidia_device_plugin import gpu_daemonset_placement
-from components.ray_cluster_spec import HEAD_CONTAINER, METRICS_PORT_NAMES, PART_OF_LABEL
+from components.platform.eks_cluster import EksAccess, irsa_role
+from components.platform.helm import pinned_release
+from components.platform.nvidia_device_plugin import gpu_daemonset_placement
+from components.specs.raycluster import HEAD_CONTAINER, METRICS_PORT_NAMES, PART_OF_LABEL
 from components.versions import (
     DCGM_EXPORTER_CHART, DCGM_EXPORTER_CHART_REPO, DCGM_EXPORTER_VERSION, KUBE_PROMETHEUS_STACK_CHART,
     KUBE_PROMETHEUS_STACK_CHART_REPO, KUBE_PROMETHEUS_STACK_VERSION,
@@ -44,7 +44,7 @@ from components.versions import (
 
 if TYPE_CHECKING:
     # block_storage reads OBSERVABILITY_TYPE: its resources used to be children of this component.
-    from components.block_storage import BlockStorage
+    from components.platform.block_storage import BlockStorage
 
 OBSERVABILITY_TYPE = "ray-platform:index:Observability"
 MONITORING_API = "monitoring.coreos.com/v1"
@@ -339,7 +339,7 @@ def dcgm_exporter_values(service_monitor: bool) -> dict[str, Any]:
 
 def platform_outputs(cfg: ObservabilityConfig, log_shipping: dict[str, Any] | None) -> dict[str, Any]:
     """The platform stack's `observability` output: what team stacks build their ConfigMap from
-    (components/ray_cluster_spec.py, observability_config_map) and check the platform against."""
+    (components/specs/raycluster.py, observability_config_map) and check the platform against."""
     return {
         "namespace": cfg.namespace,
         "prometheus": ({"url": prometheus_url(cfg.namespace), "datasource": DATASOURCE}

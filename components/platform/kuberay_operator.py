@@ -17,7 +17,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.constants import PART_OF_LABEL, PROJECT
-from components.helm import pinned_release
+from components.platform.helm import pinned_release
 from components.versions import KUBERAY_CHART, KUBERAY_CHART_REPO, KUBERAY_VERSION
 
 CRD_KINDS = ("rayclusters", "rayjobs", "rayservices")

@@ -16,10 +16,10 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components import iam_policies
+from components.specs import iam_policies
 from components.constants import PART_OF_LABEL, PROJECT
-from components.eks_cluster import EksAccess, irsa_role
-from components.observability import OBSERVABILITY_TYPE
+from components.platform.eks_cluster import EksAccess, irsa_role
+from components.platform.observability import OBSERVABILITY_TYPE
 
 EBS_CSI_ADDON = "aws-ebs-csi-driver"
 EBS_CSI_NAMESPACE = "kube-system"

@@ -3,13 +3,13 @@
 Per job, `submission` picks how it reaches the cluster; the job code, its entrypoint and its
 settings are the same either way:
 
-* `sdk` (default): a post-deploy hook (components/ray_job.py) submits through the Ray Job SDK,
+* `sdk` (default): a post-deploy hook (components/hooks/ray_job.py) submits through the Ray Job SDK,
   to the dashboard URL or through an API-server tunnel (`dashboard.access`). The code is shipped
   by path (the `jobs/` package as a runtime_env py_module) and identified by a hash of its files,
   never imported: a change to any job file changes every job's submission id, which
   `pulumi preview` shows as a replacement.
-* `kuberay`: a KubeRay custom resource, a RayJob (components/ray_job_cr.py) or for a serve job a
-  RayService (components/ray_service.py), with the code from `kuberay.codeUri`.
+* `kuberay`: a KubeRay custom resource, a RayJob (components/team/ray_job_cr.py) or for a serve job a
+  RayService (components/team/ray_service.py), with the code from `kuberay.codeUri`.
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from typing import Any
 import pulumi
 
 from components.config import JobConfig, KubeRayJobConfig, KubeRayServiceConfig, TeamStackConfig
-from components.kuberay_wait import ClusterAccess
-from components.ray_job import RayJob, RayJobArgs, endpoint_for
-from components.ray_job_cr import RayJobCr, RayJobCrArgs
-from components.ray_service import RayService, RayServiceArgs
+from components.hooks.kuberay_wait import ClusterAccess
+from components.hooks.ray_job import RayJob, RayJobArgs, endpoint_for
+from components.team.ray_job_cr import RayJobCr, RayJobCrArgs
+from components.team.ray_service import RayService, RayServiceArgs
 from jobs.common import JOBS_DIR
 from jobs.common import entrypoint as job_entrypoint
 from jobs.common import runtime_env

@@ -17,11 +17,11 @@ from pulumi.stack_reference import StackReferenceOutputDetails
 
 from components.config import RayObservability, TeamStackConfig, rayservice_owners
 from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, RAY_DASHBOARD_PORT, RAY_SERVE_PORT
-from components.kuberay_wait import ClusterAccess
-from components.post_deploy import cluster_url, declare_jobs
-from components.ray_cluster import RayCluster, RayClusterArgs
-from components.ray_cluster_spec import head_service_name, observability_config_map, serve_service_name
-from components.team import Team, TeamArgs
+from components.hooks.kuberay_wait import ClusterAccess
+from components.team.post_deploy import cluster_url, declare_jobs
+from components.team.ray_cluster import RayCluster, RayClusterArgs
+from components.specs.raycluster import head_service_name, observability_config_map, serve_service_name
+from components.team.team import Team, TeamArgs
 from components.versions import KUBERAY_VERSION
 
 
@@ -147,7 +147,7 @@ def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
     }
     access = ClusterAccess(kubeconfig=kubeconfig, context=kube_context, k8s_opts=k8s_opts,
                            prerequisites=prerequisites)
-    # Per job an SDK hook or a KubeRay RayJob/RayService (components/post_deploy.py).
+    # Per job an SDK hook or a KubeRay RayJob/RayService (components/team/post_deploy.py).
     jobs = declare_jobs(cfg, clusters, access)
     return {
         "platform": contract,

@@ -1,6 +1,6 @@
 """The RayCluster (`ray.io/v1`) object of one team cluster, as a pure function of its config.
 
-No Pulumi here: the same dict is what `components/ray_cluster.py` hands to the engine, what
+No Pulumi here: the same dict is what `components/team/ray_cluster.py` hands to the engine, what
 the offline render writes, and what the tests validate against the pinned KubeRay CRD.
 Every field name below exists in the KubeRay v1.7.0 CRD (`ray.io_rayclusters.yaml`).
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from components import log_shipping
+from components.specs import log_shipping
 from components.config import RayClusterConfig, RayObservability, WorkerGroupConfig
 from components.constants import (
     GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, LABEL_PREFIX, NODE_POOL_LABEL,
@@ -281,7 +281,7 @@ def _gcs_fault_tolerance_options(cfg: RayClusterConfig) -> dict[str, Any] | None
             "redisPassword": {"valueFrom": {"secretKeyRef": {
                 "name": redis_secret_name(cfg.name), "key": REDIS_PASSWORD_KEY}}},
         }
-    # The claim is created by this platform (components/ray_cluster.py), so it shows in the
+    # The claim is created by this platform (components/team/ray_cluster.py), so it shows in the
     # preview and its lifecycle follows the stack rather than one RayCluster object.
     return {"backend": "rocksdb", "storage": {"claimName": gcs_volume_claim_name(cfg.name)}}
 
@@ -339,7 +339,7 @@ def observability_config_map(namespace: str, team: str, wanted: RayObservability
     """The team's ConfigMap the Ray pods read, from the platform stack's `observability` output.
 
     Only the pieces the team opted into, and of those only what the platform offers (the
-    deploy-time contract check in components/team_layer.py fails the update when a piece the
+    deploy-time contract check in components/team/layer.py fails the update when a piece the
     team wants is missing, so a key the pods need is never silently absent).
     """
     data: dict[str, str] = {}

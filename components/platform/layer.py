@@ -7,16 +7,16 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
+from components.platform.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.config import PlatformConfig
 from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
-from components.block_storage import BlockStorage, BlockStorageArgs
-from components.eks_cluster import SYSTEM_NODE_SELECTOR, EksAccess, EksCluster, EksClusterArgs
-from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs, pool_labels
-from components.kuberay_operator import KubeRayOperator, KubeRayOperatorArgs
-from components.network import Network, NetworkArgs
-from components.nvidia_device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
-from components.observability import Observability, ObservabilityArgs, platform_outputs
+from components.platform.block_storage import BlockStorage, BlockStorageArgs
+from components.platform.eks_cluster import SYSTEM_NODE_SELECTOR, EksAccess, EksCluster, EksClusterArgs
+from components.platform.gpu_node_pool import GpuNodePool, GpuNodePoolArgs, pool_labels
+from components.platform.kuberay_operator import KubeRayOperator, KubeRayOperatorArgs
+from components.platform.network import Network, NetworkArgs
+from components.platform.nvidia_device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
+from components.platform.observability import Observability, ObservabilityArgs, platform_outputs
 from components.versions import KUBERAY_VERSION, RAY_VERSION
 
 

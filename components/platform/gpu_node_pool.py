@@ -14,7 +14,7 @@ from components.constants import (
     EKS_TAINT_EFFECT, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE,
     NODE_POOL_LABEL, NODE_ROLE_LABEL, ROLE_GPU,
 )
-from components.eks_cluster import managed_node_group
+from components.platform.eks_cluster import managed_node_group
 
 CA_TEMPLATE_PREFIX = "k8s.io/cluster-autoscaler/node-template"
 

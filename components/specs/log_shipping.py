@@ -33,7 +33,7 @@ CONFIG_DIR = "/fluent-bit/etc/ray-platform"
 TOKEN_VOLUME = "aws-iam-token"
 TOKEN_DIR = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
 STS_AUDIENCE = "sts.amazonaws.com"
-# Keys of the team's observability ConfigMap (components/ray_cluster_spec.py) the sidecar reads.
+# Keys of the team's observability ConfigMap (components/specs/raycluster.py) the sidecar reads.
 CONFIG_KEY = "fluent-bit.conf"
 REGION_KEY = "AWS_REGION"
 ROLE_ARN_KEY = "AWS_ROLE_ARN"

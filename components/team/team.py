@@ -18,7 +18,7 @@ from components.constants import (
     GPU_RESOURCE, RAY_CLIENT_PORT, RAY_CLUSTER_LABEL, RAY_DASHBOARD_PORT, RAY_GROUP, RAY_METRICS_PORT,
     RAY_NODE_TYPE_LABEL, RAY_SERVE_PORT,
 )
-from components.ray_cluster_spec import AUTOSCALER_METRICS_PORT, DASHBOARD_METRICS_PORT, common_labels
+from components.specs.raycluster import AUTOSCALER_METRICS_PORT, DASHBOARD_METRICS_PORT, common_labels
 
 RAY_RESOURCES = ("rayclusters", "rayjobs", "rayservices")
 MANAGE = ("get", "list", "watch", "create", "update", "patch", "delete")

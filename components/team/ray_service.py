@@ -40,14 +40,14 @@ import yaml
 
 from components.config import JobConfig, KubeRayServiceConfig, RayClusterConfig
 from components.constants import LABEL_PREFIX, RAY_NODE_TYPE_LABEL, RAY_SERVE_PORT
-from components.kuberay_wait import ClusterAccess, wait_on
-from components.ray_cluster_spec import (
+from components.hooks.kuberay_wait import ClusterAccess, wait_on
+from components.specs.raycluster import (
     API_VERSION, INTERNAL_LB_ANNOTATIONS, common_labels,
     head_service_name, ray_cluster, serve_service_name,
 )
-from components.ray_cluster import cluster_secrets
-from components.ray_job_cr import SKIP_AWAIT, code_runtime_env
-from components.team import load_balancer_policy_spec
+from components.team.ray_cluster import cluster_secrets
+from components.team.ray_job_cr import SKIP_AWAIT, code_runtime_env
+from components.team.team import load_balancer_policy_spec
 from jobs.common import CONFIG_ENV_VAR
 
 KIND = "RayService"
@@ -153,7 +153,7 @@ def ray_service(job: JobConfig, cluster: RayClusterConfig, namespace: str, team:
 def internal_lb_policy(cluster: RayClusterConfig, cfg: KubeRayServiceConfig) -> dict[str, Any] | None:
     """NetworkPolicy spec admitting internal load balancer traffic to the RayService's pods, if any.
 
-    As for a load-balanced RayCluster's head (components/team.py), but selected by
+    As for a load-balanced RayCluster's head (components/team/team.py), but selected by
     RAY_SERVICE_LABEL; a load-balanced Serve service reaches every pod of the service.
     """
     head_lb, serve_lb = cluster.head.service_type == LB_SERVICE_TYPE, cfg.service_type == LB_SERVICE_TYPE

@@ -1,0 +1,272 @@
+"""Waiting in `pulumi up` for a KubeRay custom resource: a RayJob to finish, a RayService to be Ready.
+
+pulumi-kubernetes has no await logic for these kinds, so their CustomResources skip it
+(`pulumi.com/skipAwait`) and, when the job's config asks to wait, a small dynamic resource
+created after the CR polls the CR's status through the Kubernetes API (the platform's
+kubeconfig, a secret), within the job's `timeoutSeconds`, and fails the update with the CR's
+own status reason and message. What a status means is decided by pure functions
+(`rayjob_progress`, `rayservice_progress`), tested over realistic statuses.
+
+The provider is pickled into the state by reference to this module, holds no state, and
+imports the Kubernetes client only when it polls.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import pulumi
+import pulumi.dynamic
+from pulumi.runtime import rpc
+
+from components.constants import RAY_GROUP
+from components.hooks.ray_job import spec_digest
+
+if TYPE_CHECKING:
+    from kubernetes.client import CustomObjectsApi
+
+VERSION = "v1"
+PLURALS = {"RayJob": "rayjobs", "RayService": "rayservices"}
+POLL_FIRST_S = 2.0
+POLL_MAX_S = 15.0
+API_TIMEOUT_S = 30.0
+# Any change to these is an update, which waits again.
+INPUT_FIELDS = ("kind", "namespace", "name", "revision", "wait", "timeout_seconds", "kubeconfig", "kube_context")
+SECRET_FIELDS = ("kubeconfig",)
+
+
+@dataclass(frozen=True)
+class ClusterAccess:
+    """How a team stack reaches its Kubernetes cluster, for custom resources and their waiters."""
+
+    # The platform stack's kubeconfig output (a secret: document or path) and its context.
+    kubeconfig: pulumi.Input[str]
+    context: pulumi.Input[str] | None
+    # Options with the team's Kubernetes provider.
+    k8s_opts: pulumi.ResourceOptions
+    # What every object in the namespace is created after: namespace, quota, limits.
+    prerequisites: Sequence[pulumi.Resource] = ()
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One reading of a CR's status: finished (done), failed (failure says why), or neither."""
+
+    done: bool
+    summary: str
+    failure: str | None = None
+
+
+class KubeRayWaitError(RuntimeError):
+    """The CR failed, or did not get there in time; the message carries its status."""
+
+
+# --- what a status means ------------------------------------------------------------------
+
+def rayjob_progress(obj: Mapping[str, Any], wait: str) -> Progress:
+    """A RayJob's status against `wait` ("running": the Ray job runs; "succeeded": it succeeded).
+
+    `jobDeploymentStatus` is KubeRay's view (cluster, submitter, deadlines), `jobStatus` Ray's
+    view of the job itself; Complete with a FAILED or STOPPED job is a failure too.
+    """
+    status = obj.get("status") or {}
+    deployment = status.get("jobDeploymentStatus") or "New"
+    job = status.get("jobStatus") or ""
+    reason, message = status.get("reason") or "", (status.get("message") or "").strip()
+    summary = f"jobDeploymentStatus {deployment}, jobStatus {job or '-'}"
+    if reason:
+        summary += f", reason {reason}"
+    if message:
+        summary += f": {message[:1000]}"
+    if status.get("failed"):
+        summary += f" ({status['failed']} failed attempt(s))"
+    if deployment in ("Failed", "ValidationFailed"):
+        return Progress(done=False, summary=summary, failure=summary)
+    if deployment == "Suspended":
+        return Progress(done=False, summary=summary, failure=f"{summary} (suspended: it will not run until resumed)")
+    if deployment == "Complete":
+        if job == "SUCCEEDED":
+            return Progress(done=True, summary=summary)
+        return Progress(done=False, summary=summary, failure=summary)
+    if wait == "running" and (deployment == "Running" or job == "RUNNING"):
+        return Progress(done=True, summary=summary)
+    return Progress(done=False, summary=summary)
+
+
+def _app_states(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Serve application statuses of the pending cluster over those of the active one."""
+    apps: dict[str, Mapping[str, Any]] = {}
+    for side in ("activeServiceStatus", "pendingServiceStatus"):
+        apps.update(((status.get(side) or {}).get("applicationStatuses") or {}))
+    return apps
+
+
+def rayservice_progress(obj: Mapping[str, Any]) -> Progress:
+    """Ready once the operator has seen the current spec, the Ready condition is True and no
+    NewCluster upgrade is still in progress; failed on a Serve app that failed to deploy or on
+    KubeRay's initializing timeout."""
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    ready, upgrading = conditions.get("Ready") or {}, conditions.get("UpgradeInProgress") or {}
+    apps = _app_states(status)
+    app_text = ", ".join(f"{name} {app.get('status', '?')}" for name, app in sorted(apps.items()))
+    summary = f"Ready {ready.get('status', 'Unknown')}"
+    if ready.get("reason"):
+        summary += f" ({ready['reason']})"
+    if ready.get("message"):
+        summary += f": {str(ready['message'])[:500]}"
+    if app_text:
+        summary += f"; applications: {app_text}"
+    failed = [f"{name}: {app.get('message') or 'no message'}" for name, app in sorted(apps.items())
+              if app.get("status") == "DEPLOY_FAILED"]
+    if failed:
+        return Progress(done=False, summary=summary,
+                        failure=f"Serve application(s) failed to deploy: {'; '.join(failed)[:1500]}")
+    if ready.get("reason") == "InitializingTimeout":
+        return Progress(done=False, summary=summary, failure=summary)
+    generation, observed = meta.get("generation"), status.get("observedGeneration")
+    if generation is not None and (observed is None or int(observed) < int(generation)):
+        return Progress(done=False, summary=f"{summary} (the operator has not reconciled generation {generation} yet)")
+    if ready.get("status") == "True" and upgrading.get("status") != "True":
+        return Progress(done=True, summary=summary)
+    return Progress(done=False, summary=summary)
+
+
+def progress_of(kind: str, obj: Mapping[str, Any], wait: str) -> Progress:
+    return rayjob_progress(obj, wait) if kind == "RayJob" else rayservice_progress(obj)
+
+
+# --- polling --------------------------------------------------------------------------------
+
+def poll(fetch: Callable[[], Mapping[str, Any] | None], interpret: Callable[[Mapping[str, Any]], Progress],
+         what: str, goal: str, timeout_s: float, hint: str,
+         sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> Progress:
+    """Read the CR until `interpret` says done (returned) or failed (raised), within `timeout_s`."""
+    started = clock()
+    delay = POLL_FIRST_S
+    while True:
+        obj = fetch()
+        progress = Progress(done=False, summary="not found (yet)") if obj is None else interpret(obj)
+        if progress.failure is not None:
+            raise KubeRayWaitError(f"{what} failed: {progress.failure}\n{hint}")
+        if progress.done:
+            return progress
+        remaining = timeout_s - (clock() - started)
+        if remaining <= 0:
+            raise KubeRayWaitError(f"{what} did not {goal} within {timeout_s:g}s (last status: {progress.summary}). "
+                                   f"It keeps going in the cluster; the next `pulumi up` waits again.\n{hint}")
+        sleep(min(delay, remaining))
+        delay = min(delay * 1.5, POLL_MAX_S)
+
+
+def fetcher(api: CustomObjectsApi, kind: str, namespace: str, name: str) -> Callable[[], Mapping[str, Any] | None]:
+    from kubernetes.client.exceptions import ApiException
+
+    def fetch() -> Mapping[str, Any] | None:
+        try:
+            return cast(Mapping[str, Any], api.get_namespaced_custom_object(
+                RAY_GROUP, VERSION, namespace, PLURALS[kind], name, _request_timeout=API_TIMEOUT_S))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeRayWaitError(
+                f"reading {kind} {namespace}/{name} failed: HTTP {exc.status} {exc.reason}") from None
+
+    return fetch
+
+
+def hint_for(kind: str, namespace: str, name: str) -> str:
+    return (f"Inspect: kubectl -n {namespace} describe {kind.lower()} {name}; "
+            f"kubectl -n {namespace} get events --field-selector involvedObject.name={name}")
+
+
+def wait_for(props: Mapping[str, Any]) -> Progress:
+    """The provider's create/update: poll the CR named in `props` until its wait is met."""
+    from kubernetes.client import CustomObjectsApi
+
+    from components.clients.k8s_tunnel import api_client
+
+    kind, namespace, name = str(props["kind"]), str(props["namespace"]), str(props["name"])
+    wait = str(props.get("wait") or "succeeded")
+    goal = "become Ready" if kind == "RayService" else ("start running" if wait == "running" else "succeed")
+    with api_client(str(props["kubeconfig"]), cast("str | None", props.get("kube_context"))) as client:
+        return poll(fetcher(CustomObjectsApi(client), kind, namespace, name),
+                    lambda obj: progress_of(kind, obj, wait), f"{kind} {namespace}/{name}", goal,
+                    float(props.get("timeout_seconds") or 0), hint_for(kind, namespace, name))
+
+
+# --- the dynamic resource -------------------------------------------------------------------
+
+def _plain(props: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: rpc.unwrap_rpc_secret(props[k]) for k in INPUT_FIELDS if k in props}
+
+
+class KubeRayWaitProvider(pulumi.dynamic.ResourceProvider):
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+        old, new = _plain(olds), _plain(news)
+        changed = [k for k in INPUT_FIELDS
+                   if isinstance(news.get(k), pulumi.output.Unknown) or old.get(k) != new.get(k)]
+        # Nothing outside Pulumi to replace: an update waits again for the (new) CR.
+        return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        plain = _plain(props)
+        progress = wait_for(plain)
+        return pulumi.dynamic.CreateResult(f"{plain['namespace']}/{plain['name']}",
+                                           {**props, "state": progress.summary})
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
+        progress = wait_for(_plain(news))
+        return pulumi.dynamic.UpdateResult({**news, "state": progress.summary})
+
+    def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
+        # Refresh keeps the recorded state: waiting is what create and update are for.
+        return pulumi.dynamic.ReadResult(id_, props)
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        """Nothing to delete: the CR itself is a separate resource."""
+
+
+@dataclass(frozen=True)
+class KubeRayWaitArgs:
+    kind: str
+    namespace: str
+    name: pulumi.Input[str]
+    # Changes when the CR's spec changes, so an update waits for the new spec to take effect.
+    revision: str
+    wait: str
+    timeout_seconds: int
+    access: ClusterAccess
+
+
+class KubeRayWait(pulumi.dynamic.Resource, name="KubeRayWait"):
+    """Blocks `pulumi up` until a RayJob finishes or a RayService is Ready, failing with its reason."""
+
+    state: pulumi.Output[str]
+
+    def __init__(self, name: str, args: KubeRayWaitArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        props: dict[str, Any] = {
+            "kind": args.kind, "namespace": args.namespace, "name": args.name, "revision": args.revision,
+            "wait": args.wait, "timeout_seconds": args.timeout_seconds,
+            "kubeconfig": pulumi.Output.secret(args.access.kubeconfig), "kube_context": args.access.context,
+            "state": None,
+        }
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=list(SECRET_FIELDS)))
+        super().__init__(KubeRayWaitProvider(), name, props, opts)
+
+
+def wait_on(name: str, custom_resource: pulumi.Resource, manifest: Mapping[str, Any], wait: str,
+            timeout_seconds: int, access: ClusterAccess,
+            parent: pulumi.Resource) -> tuple[pulumi.Resource, pulumi.Output[str] | None]:
+    """(what later jobs wait for, the CR's status): a KubeRayWait on the CR when `wait` asks for
+    one, else the CR itself and no status."""
+    if wait == "none":
+        return custom_resource, None
+    metadata = manifest["metadata"]
+    waiter = KubeRayWait(f"{name}-wait", KubeRayWaitArgs(
+        kind=manifest["kind"], namespace=metadata["namespace"], name=metadata["name"],
+        revision=spec_digest(manifest["spec"]), wait=wait, timeout_seconds=timeout_seconds, access=access),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[custom_resource]))
+    return waiter, waiter.state
