@@ -121,6 +121,54 @@ def test_every_run_step_is_valid_bash() -> None:
 # ---------------------------------------------------------------- structure
 
 
+# GitHub removed node20 from its runners in September 2026. The first major of each action whose
+# action.yml says `runs.using: node24` (read from each action's repository at the pinned tag);
+# configure-aws-credentials v5 declares node20 and hangs at OIDC when forced onto node24.
+FIRST_NODE24_MAJOR = {
+    "actions/checkout": 5,
+    "actions/setup-python": 6,
+    "aws-actions/configure-aws-credentials": 6,
+    "marocchino/sticky-pull-request-comment": 3,
+    "pulumi/actions": 7,
+}
+PINNED_USES = re.compile(r"^\s*(?:- )?uses: (?P<action>[\w.-]+/[\w.-]+)@(?P<ref>\S+)(?P<comment>.*)$")
+
+
+def third_party_uses() -> Iterator[tuple[str, re.Match[str]]]:
+    for file in FILES:
+        for line in file.read_text().splitlines():
+            match = PINNED_USES.match(line)
+            if match:
+                yield file.name, match
+
+
+def test_actions_pinned_by_sha_at_a_node24_release() -> None:
+    seen = set()
+    for file, use in third_party_uses():
+        action, ref, comment = use["action"], use["ref"], use["comment"]
+        seen.add(action)
+        assert re.fullmatch(r"[0-9a-f]{40}", ref), f"{file}: {action} pinned by {ref!r}, not a commit SHA"
+        version = re.fullmatch(r"\s*# v(\d+)\.\d+\.\d+", comment)
+        assert version, f"{file}: {action}@{ref} has no '# vX.Y.Z' comment naming its release"
+        assert action in FIRST_NODE24_MAJOR, f"{file}: {action} is not a reviewed action"
+        assert int(version[1]) >= FIRST_NODE24_MAJOR[action], f"{file}: {action} v{version[1]} runs on node20"
+    assert seen == set(FIRST_NODE24_MAJOR)
+
+
+def test_workflows_install_the_pinned_pulumi_cli() -> None:
+    # The same CLI version `make e2e` builds: the one the pulumi SDK pin in requirements.txt names.
+    pin = re.search(r"^pulumi==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M)
+    assert pin
+    for file in ("pr.yml", "deploy-environment.yml"):
+        for job in load(file)["jobs"].values():
+            if any(s.get("uses", "").startswith("pulumi/actions@") for s in steps(job)):
+                pins = next(s for s in steps(job) if s.get("id") == "pins")
+                script = pins["run"].replace('"$GITHUB_OUTPUT"', "/dev/stdout")
+                out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
+                assert out.stdout.strip() == f"pulumi={pin[1]}"
+                assert step_using(job, "pulumi/actions")["with"]["pulumi-version"] == "${{ steps.pins.outputs.pulumi }}"
+
+
 def test_permissions_minimal() -> None:
     for file in FILES:
         assert load(file.name)["permissions"] == {}, f"{file.name}: workflow-level permissions must be empty"
@@ -159,7 +207,8 @@ def test_pr_preview_job() -> None:
     assert preview["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.stacks.outputs.stacks) }}"
     assert jobs["stacks"]["outputs"]["stacks"] == "${{ steps.pick.outputs.stacks }}"
     pulumi = step_using(preview, "pulumi/actions")
-    assert pulumi["uses"] == "pulumi/actions@v6"
+    assert pulumi["uses"].startswith("pulumi/actions@")
+    assert pulumi["with"]["pulumi-version"] == "${{ steps.pins.outputs.pulumi }}"
     assert pulumi["with"]["command"] == "preview"
     assert pulumi["with"]["diff"] is True and pulumi["with"]["comment-on-pr"] is True
     assert pulumi["with"]["stack-name"] == "${{ matrix.stack }}"
@@ -194,7 +243,7 @@ def test_deploy_runs_pulumi_up_with_policy_pack() -> None:
     assert step_using(job, "aws-actions/configure-aws-credentials")["with"]["role-to-assume"] == (
         "${{ vars.AWS_DEPLOY_ROLE_ARN }}"
     )
-    assert "with" not in step_using(job, "pulumi/actions")  # installs the CLI only
+    assert "command" not in step_using(job, "pulumi/actions")["with"]  # installs the CLI only
     assert job["runs-on"] == """${{ fromJSON(vars.DEPLOY_RUNS_ON || '"ubuntu-latest"') }}"""
     [up] = [s for s in steps(job) if "pulumi up" in s.get("run", "")]
     assert "--policy-pack policy" in up["run"] and "--yes" in up["run"]
@@ -268,7 +317,7 @@ ALL_CI_STACKS = sorted(set(STACK_NAMES) - {"local"})
 def scratch_repo(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
     (repo / "stacks").mkdir(parents=True)
-    (repo / "components").mkdir()
+    (repo / "components" / "platform").mkdir(parents=True)
     for stack in STACK_NAMES:
         (repo / "stacks" / f"Pulumi.{stack}.yaml").write_text(f"config: {{}}  # {stack}\n")
     for name in ("components/platform/network.py", "README.md", "requirements-dev.txt", "__main__.py"):
