@@ -3,12 +3,18 @@ from pathlib import Path
 
 import pulumi
 
-from components.config import ConfigError, PlatformConfig, load, platform_lookup_from_dir
+from components.config.model import ConfigError, PlatformConfig
+from components.config.stack import parse, raw_from_pulumi_config
+from components.config.stack_files import platform_lookup_from_dir
 from components.platform.layer import build_platform
 from components.team.layer import build_team
 
 try:
-    config = load(platform_lookup_from_dir(Path(__file__).resolve().parent / "stacks"))
+    # The engine hands the program its whole config as the PULUMI_CONFIG bag (tools/render does the
+    # same); the whole map, not key by key, so a misspelled top-level key is reported too.
+    raw, aws_region = raw_from_pulumi_config(pulumi.runtime.get_config_env())
+    config = parse(raw, pulumi.get_stack(), aws_region,
+                   platform_lookup_from_dir(Path(__file__).resolve().parent / "stacks"))
 except ConfigError as err:
     # One readable message, no traceback: the engine prints the error text as is.
     raise pulumi.RunError(str(err)) from None

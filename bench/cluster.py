@@ -19,7 +19,7 @@ from typing import Any, Self
 
 import psutil
 
-from components.config import JobConfig
+from components.config.model import JobConfig
 from components.team.post_deploy import jobs_code_hash, ray_job_args
 from components.hooks.ray_job import JobClient, RayJobArgs, RayJobProvider, props_of
 from tools.local import load_team_stack

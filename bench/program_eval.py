@@ -30,7 +30,7 @@ import yaml
 
 from bench.config import BenchConfig
 from bench.stats import Figure, Target, fit_line, number
-from components.config import stack_file
+from components.config.stack_files import stack_file
 from tools.render import STACKS_DIR, render_stack
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from components.config import ConfigError
+from components.config.model import ConfigError
 
 DELETE = object()
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from components.config import TeamStackConfig, parse_stack_file, platform_lookup_from_dir
+from components.config.model import TeamStackConfig
+from components.config.stack_files import parse_stack_file, platform_lookup_from_dir
 from components.constants import PROJECT
 from tools.render import Rendered, all_stack_files, render_stack
 

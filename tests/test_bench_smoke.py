@@ -15,7 +15,8 @@ from bench.local_mode import make_command, up_command
 from bench.program_eval import child_seconds, growth_figures, synthetic_org
 from bench.stats import Figure, Target, fit_line, median, table
 from bench.train import report_times
-from components.config import parse, raw_from_pulumi_config, read_stack_file
+from components.config.stack import parse, raw_from_pulumi_config
+from components.config.stack_files import read_stack_file
 from tools.local import DEFAULT_STATE_DIR, parser
 
 

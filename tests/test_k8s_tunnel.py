@@ -23,7 +23,8 @@ import yaml
 from pulumi.runtime import rpc
 
 import components.clients.k8s_tunnel as tunnel_mod
-from components.config import ConfigError, DashboardConfig, TeamStackConfig, parse
+from components.config.model import ConfigError, DashboardConfig, TeamStackConfig
+from components.config.stack import parse
 from components.clients.k8s_tunnel import (
     Tunnel, TunnelError, dashboard_port, describe_pods, head_pod_selector, kubeconfig_source, pick_head_pod, relay,
     wait_for_head_pod,

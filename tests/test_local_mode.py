@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import tools.local
-from components.config import ConfigError, JobConfig, TeamStackConfig
+from components.config.model import ConfigError, JobConfig, TeamStackConfig
 from components.team.post_deploy import ray_job_args
 from components.hooks.ray_job import RayJobProvider, props_of
 from tools.local import (

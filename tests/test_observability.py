@@ -23,10 +23,13 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 
 import tools.render as render
 from components.specs import iam_policies, log_shipping
-from components.config import (
+from components.config.fit import max_demand
+from components.config.model import (
     LOG_SHIPPER_CPU, LOG_SHIPPER_MEMORY, ConfigError, PlatformConfig, RayClusterConfig, RayObservability,
-    TeamStackConfig, WorkerGroupConfig, max_demand, parse, platform_lookup_from_dir,
+    TeamStackConfig, WorkerGroupConfig,
 )
+from components.config.stack import parse
+from components.config.stack_files import platform_lookup_from_dir
 from components.constants import GPU_NODE_LABEL, GPU_TAINT_EFFECT, GPU_TAINT_KEY, RAY_METRICS_PORT
 from components.platform.observability import (
     ADMIN_SECRET, DASHBOARD_LABEL, DATASOURCE, FOLDER_ANNOTATION, MONITORING_API, RAY_DASHBOARDS, TEAM_NAMESPACES,

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from components.config import ConfigError, PlatformConfig, parse
+from components.config.model import ConfigError, PlatformConfig
+from components.config.stack import parse
 from tests.config_edits import DELETE, assert_problem_at
 from tests.config_edits import with_change as edit
 

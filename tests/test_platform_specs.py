@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from components.specs import iam_policies
-from components.config import GpuPoolConfig
+from components.config.model import GpuPoolConfig
 from components.platform.eks_cluster import kubeconfig_document
 from components.platform.gpu_node_pool import CA_TEMPLATE_PREFIX, autoscaler_node_template_tags, pool_labels
 from components.platform.kuberay_operator import crd_urls
@@ -94,7 +94,7 @@ def test_every_supported_eks_version_has_a_matching_autoscaler() -> None:
 def test_pulumi_yaml_documents_exactly_the_keys_config_accepts() -> None:
     import yaml
 
-    from components.config import PLATFORM_KEYS, TEAM_KEYS
+    from components.config.stack import PLATFORM_KEYS, TEAM_KEYS
 
     declared = set(yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"])
     assert declared == set(PLATFORM_KEYS) | set(TEAM_KEYS)

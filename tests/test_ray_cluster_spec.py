@@ -10,9 +10,7 @@ import pytest
 import yaml
 
 from components.specs import raycluster as spec_module
-from components.config import (
-    GcsFaultToleranceConfig, HeadConfig, RayClusterConfig, WorkerGroupConfig,
-)
+from components.config.model import GcsFaultToleranceConfig, HeadConfig, RayClusterConfig, WorkerGroupConfig
 from components.constants import (
     GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL, PROJECT,
     RAY_DASHBOARD_PORT, RAY_METRICS_PORT,

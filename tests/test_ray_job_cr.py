@@ -18,10 +18,12 @@ import yaml
 from ray.job_submission import JobSubmissionClient
 
 import components.hooks.kuberay_wait as wait_mod
-from components.config import (
-    CODE_URI, DNS1035, KUBERAY_CR_NAME_MAX, ConfigError, JobConfig, JobResources, KubeRayJobConfig,
-    RayClusterConfig, TeamStackConfig, WorkerGroupConfig, ephemeral_cluster, kuberay_demand, max_demand, parse,
+from components.config.fit import ephemeral_cluster, kuberay_demand, max_demand
+from components.config.model import (
+    CODE_URI, DNS1035, KUBERAY_CR_NAME_MAX, ConfigError, JobConfig, JobResources, KubeRayJobConfig, RayClusterConfig,
+    TeamStackConfig, WorkerGroupConfig,
 )
+from components.config.stack import parse
 from components.constants import GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
 from components.hooks.kuberay_wait import KubeRayWaitError, KubeRayWaitProvider, Progress, poll, rayjob_progress
 from components.team.post_deploy import JOBS_DIR, entrypoint

@@ -18,10 +18,11 @@ import torch
 import yaml
 
 import tools.render as render
-from components.config import (
+from components.config.fit import kuberay_demand
+from components.config.model import (
     UPGRADE_STRATEGIES, ConfigError, JobConfig, KubeRayServiceConfig, RayClusterConfig, TeamStackConfig,
-    kuberay_demand, parse,
 )
+from components.config.stack import parse
 from components.constants import GPU_TAINT_KEY
 from components.hooks.kuberay_wait import rayservice_progress
 from components.team.post_deploy import effective_settings

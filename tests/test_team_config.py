@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from components.config import (
-    ConfigError, PlatformConfig, RayClusterConfig, TeamStackConfig, max_demand, parse, platform_lookup_from_dir,
-)
+from components.config.fit import max_demand
+from components.config.model import ConfigError, PlatformConfig, RayClusterConfig, TeamStackConfig
+from components.config.stack import parse
+from components.config.stack_files import platform_lookup_from_dir
 from tests.config_edits import DELETE, assert_problem_at
 from tests.config_edits import with_change as edit
 

@@ -13,9 +13,7 @@ from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.sync_await import _sync_await
 
 import tools.render as render
-from components.config import (
-    RAYCLUSTER_NAME_MAX, DNS1035,
-)
+from components.config.model import DNS1035, RAYCLUSTER_NAME_MAX
 from components.constants import (
     GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL,
 )

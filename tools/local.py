@@ -33,8 +33,8 @@ from typing import Any
 
 import requests
 
-from components.config import (ConfigError, JobConfig, TeamStackConfig, parse_stack_file, platform_lookup_from_dir,
-                               stack_file)
+from components.config.model import ConfigError, JobConfig, TeamStackConfig
+from components.config.stack_files import parse_stack_file, platform_lookup_from_dir, stack_file
 from components.team.post_deploy import jobs_code_hash, ray_job_args
 from components.hooks.ray_job import METADATA_JOB_NAME, JobClient, RayJobArgs, RayJobProvider, props_of
 from tools.local_ray import LocalRay, start_head, stop_head

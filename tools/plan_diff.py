@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-SECRET: Final = "[secret]"
+from components.config.model import SECRET_PLACEHOLDER as SECRET
+
 RENDER_CMD_ENV: Final = "RAY_PLATFORM_RENDER_CMD"
 DEFAULT_RENDER_CMD: Final = "{python} -m tools.render --all --out {out}"
 STACK_FILE = re.compile(r"^Pulumi\.(?P<stack>.+)\.yaml$")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from components.config import stack_file
+from components.config.stack_files import stack_file
 from policy import rules
 from tools.render import STACKS_DIR, Rendered, all_stack_files, render_stack
 

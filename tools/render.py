@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import re
 import runpy
 import sys
@@ -29,13 +30,14 @@ from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.settings import get_root_resource
 from pulumi.runtime.sync_await import _sync_await
 
-from components.config import ConfigError, read_stack_file, stack_file, stack_name
+from components.config.model import SECRET_PLACEHOLDER as SECRET
+from components.config.model import ConfigError
+from components.config.stack_files import read_stack_file, stack_file, stack_name
 from components.constants import PROJECT
 
 ROOT = Path(__file__).resolve().parents[1]
 STACKS_DIR = ROOT / "stacks"
 PROGRAM = ROOT / "__main__.py"
-SECRET = "[secret]"
 PROJECT_ROOT_PLACEHOLDER = "<project>"
 UNKNOWN = "[unknown]"
 # Types that are not Kubernetes objects themselves, though their tokens start with kubernetes:.
@@ -236,6 +238,9 @@ def render_stack(stack_file: Path, stacks_dir: Path = STACKS_DIR) -> Rendered:
     # The SDK awaits on the thread's current loop; an earlier asyncio.run() in the same
     # process (the monitor CLI, the Job SDK's log tailing) leaves the main thread without one.
     asyncio.set_event_loop(asyncio.new_event_loop())
+    # As the engine's language host does: the whole config as the PULUMI_CONFIG bag the program
+    # reads, and in the SDK's config store.
+    engine_env = {"PULUMI_CONFIG": json.dumps(flat), "PULUMI_CONFIG_SECRET_KEYS": json.dumps(secret_keys)}
     pulumi.runtime.set_all_config(flat, secret_keys)
     monitor = RecordingMonitor(PlatformMocks(flat.get("aws:region", ""), references))
     mocks.set_mocks(monitor.mocks, project=PROJECT, stack=name, preview=False, monitor=monitor)
@@ -247,7 +252,16 @@ def render_stack(stack_file: Path, stacks_dir: Path = STACKS_DIR) -> Rendered:
         except pulumi.RunError as err:
             error.append(err)
 
-    mocks.test(program)()
+    before = {key: os.environ.get(key) for key in engine_env}
+    os.environ.update(engine_env)
+    try:
+        mocks.test(program)()
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
     if error:
         cause = error[0].__cause__ or error[0].__context__
         raise cause if isinstance(cause, ConfigError) else error[0]

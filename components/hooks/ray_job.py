@@ -41,7 +41,7 @@ import requests
 from pulumi.runtime import rpc
 
 # The result-line contract is the jobs' own (jobs/common.py is standard library only).
-from components.config import DASHBOARD_ACCESS, JOB_KINDS, JOB_WAITS
+from components.config.model import DASHBOARD_ACCESS, JOB_KINDS, JOB_NAME_MAX, JOB_WAITS, is_dns_label
 from jobs.common import parse_result
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ OUTPUT_FIELDS = (
     "endpoint", "start_time", "end_time",
 )
 
-# Job and app names end up in submission ids, actor names and log file names.
+# Serve app names end up in actor names and log file names (job names follow the config's rule).
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 ERRNO_RE = re.compile(r"\[Errno -?\d+\] [^'\")]+")
@@ -693,9 +693,9 @@ def check_failures(news: Mapping[str, Any]) -> list[tuple[str, str]]:
         failures.append((prop, reason))
 
     job_name = known.get("job_name")
-    if "job_name" in known and not (isinstance(job_name, str) and NAME_RE.match(job_name)):
-        bad("job_name", f"{job_name!r} must be 1-63 letters, digits, '.', '_' or '-', starting with a "
-                        "letter or digit (it prefixes the Ray submission id)")
+    if "job_name" in known and not (isinstance(job_name, str) and is_dns_label(job_name, JOB_NAME_MAX)):
+        bad("job_name", f"{job_name!r} must be a DNS-1035 label of at most {JOB_NAME_MAX} characters, as a job's "
+                        "name in the stack config (it prefixes the Ray submission id)")
     if "kind" in known and known["kind"] not in JOB_KINDS:
         bad("kind", f"{known['kind']!r} is not one of {', '.join(JOB_KINDS)}")
     for prop in ("entrypoint", "code_hash"):

@@ -12,7 +12,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.specs import iam_policies
-from components.config import ClusterConfig
+from components.config.model import ClusterConfig
 from components.constants import NODE_ROLE_LABEL, ROLE_SYSTEM
 
 # The name the system node group carries in its labels, used by platform add-ons' nodeSelectors.

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.config import GpuPoolConfig
+from components.config.model import GpuPoolConfig
 from components.constants import (
     EKS_TAINT_EFFECT, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE,
     NODE_POOL_LABEL, NODE_ROLE_LABEL, ROLE_GPU,

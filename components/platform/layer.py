@@ -8,7 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.platform.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
-from components.config import PlatformConfig
+from components.config.model import PlatformConfig
 from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
 from components.platform.block_storage import BlockStorage, BlockStorageArgs
 from components.platform.eks_cluster import SYSTEM_NODE_SELECTOR, EksAccess, EksCluster, EksClusterArgs

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.config import NetworkConfig
+from components.config.model import NetworkConfig
 
 
 @dataclass(frozen=True)

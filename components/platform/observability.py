@@ -31,7 +31,8 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.specs import iam_policies
-from components.config import ObservabilityConfig, PrometheusConfig, _quantity_value
+from components.config.fit import quantity_value
+from components.config.model import ObservabilityConfig, PrometheusConfig
 from components.constants import PROJECT, RAY_CLUSTER_LABEL, RAY_NODE_TYPE_LABEL
 from components.platform.eks_cluster import EksAccess, irsa_role
 from components.platform.helm import pinned_release
@@ -266,7 +267,7 @@ def dashboard_config_maps(cfg: ObservabilityConfig) -> list[dict[str, Any]]:
 
 def retention_size(prometheus: PrometheusConfig) -> str:
     # Prometheus reads MB as MiB.
-    return f"{int(_quantity_value(prometheus.storage_size) * RETENTION_SIZE_SHARE / 2**20)}MB"
+    return f"{int(quantity_value(prometheus.storage_size) * RETENTION_SIZE_SHARE / 2**20)}MB"
 
 
 def kube_prometheus_stack_values(cfg: ObservabilityConfig, kuberay_namespace: str, storage_class: str | None,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.config import LOG_SHIPPER_CPU, LOG_SHIPPER_MEMORY
+from components.config.model import LOG_SHIPPER_CPU, LOG_SHIPPER_MEMORY
 from components.versions import FLUENT_BIT_IMAGE
 
 CONTAINER = "fluent-bit"

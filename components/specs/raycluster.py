@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from components.specs import log_shipping
-from components.config import RayClusterConfig, RayObservability, WorkerGroupConfig
+from components.config.model import RayClusterConfig, RayObservability, WorkerGroupConfig
 from components.constants import (
     GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, LABEL_PREFIX, NODE_POOL_LABEL,
     PART_OF_LABEL, PROJECT, RAY_CLIENT_PORT, RAY_DASHBOARD_PORT, RAY_GCS_PORT, RAY_METRICS_PORT, RAY_SERVE_PORT,

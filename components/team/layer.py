@@ -15,7 +15,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi.stack_reference import StackReferenceOutputDetails
 
-from components.config import RayObservability, TeamStackConfig, rayservice_owners
+from components.config.jobs import rayservice_owners
+from components.config.model import RayObservability, TeamStackConfig
 from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, RAY_DASHBOARD_PORT, RAY_SERVE_PORT
 from components.hooks.kuberay_wait import ClusterAccess
 from components.team.post_deploy import cluster_url, declare_jobs

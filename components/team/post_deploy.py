@@ -20,7 +20,7 @@ from typing import Any
 
 import pulumi
 
-from components.config import JobConfig, KubeRayJobConfig, KubeRayServiceConfig, TeamStackConfig
+from components.config.model import JobConfig, KubeRayJobConfig, KubeRayServiceConfig, TeamStackConfig
 from components.hooks.kuberay_wait import ClusterAccess
 from components.hooks.ray_job import RayJob, RayJobArgs, endpoint_for
 from components.team.ray_job_cr import RayJobCr, RayJobCrArgs

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import RayClusterConfig
+from components.config.model import RayClusterConfig
 from components.specs.raycluster import (
     AUTH_TOKEN_KEY, REDIS_PASSWORD_KEY, auth_secret_name, common_labels, gcs_volume_claim, head_service_name,
     ray_cluster, redis_secret_name, serve_service_name,

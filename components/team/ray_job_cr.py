@@ -32,8 +32,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.config import (
-    SUBMITTER_CPU, SUBMITTER_MEMORY, JobConfig, KubeRayJobConfig, RayClusterConfig, ephemeral_cluster,
+from components.config.fit import ephemeral_cluster
+from components.config.model import (
+    RAYJOB_DIGEST_CHARS, SUBMITTER_CPU, SUBMITTER_MEMORY, JobConfig, KubeRayJobConfig, RayClusterConfig,
 )
 from components.constants import RAY_CLUSTER_LABEL
 from components.hooks.kuberay_wait import ClusterAccess, wait_on
@@ -50,7 +51,6 @@ SUBMITTER_CONTAINER = "ray-job-submitter"
 SUBMITTER_BACKOFF_LIMIT = 3
 # pulumi-kubernetes has no await logic for KubeRay kinds; components/hooks/kuberay_wait.py waits instead.
 SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
-DIGEST_CHARS = 6
 
 
 def code_runtime_env(job: JobConfig, code_uri: str) -> dict[str, Any]:
@@ -113,7 +113,7 @@ def ray_job(job: JobConfig, cluster: RayClusterConfig, namespace: str, team: str
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": {"name": f"{job.name}-{spec_digest(spec)[:DIGEST_CHARS]}", "namespace": namespace,
+        "metadata": {"name": f"{job.name}-{spec_digest(spec)[:RAYJOB_DIGEST_CHARS]}", "namespace": namespace,
                      "labels": dict(labels), "annotations": dict(SKIP_AWAIT)},
         "spec": spec,
     }

@@ -38,7 +38,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.config import JobConfig, KubeRayServiceConfig, RayClusterConfig
+from components.config.model import JobConfig, KubeRayServiceConfig, RayClusterConfig
 from components.constants import LABEL_PREFIX, RAY_NODE_TYPE_LABEL, RAY_SERVE_PORT
 from components.hooks.kuberay_wait import ClusterAccess, wait_on
 from components.specs.raycluster import (

@@ -13,7 +13,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import TeamConfig
+from components.config.model import TeamConfig
 from components.constants import (
     GPU_RESOURCE, RAY_CLIENT_PORT, RAY_CLUSTER_LABEL, RAY_DASHBOARD_PORT, RAY_GROUP, RAY_METRICS_PORT,
     RAY_NODE_TYPE_LABEL, RAY_SERVE_PORT,
