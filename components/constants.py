@@ -23,6 +23,10 @@ LABEL_PREFIX = "ray-platform.io"
 NODE_POOL_LABEL = f"{LABEL_PREFIX}/pool"
 NODE_ROLE_LABEL = f"{LABEL_PREFIX}/role"
 GPU_NODE_LABEL = f"{LABEL_PREFIX}/gpu"
+# On the namespace, every RayCluster and every Ray pod: cost allocation and policy find the team by it.
+TEAM_LABEL = f"{LABEL_PREFIX}/team"
+# The AWS tag on the EKS cluster the policy pack reads the environment from (prod: private endpoint only).
+ENVIRONMENT_TAG = f"{PROJECT}/environment"
 ROLE_SYSTEM = "system"
 ROLE_GPU = "gpu"
 

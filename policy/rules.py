@@ -11,15 +11,14 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from components.constants import (
-    EKS_TAINT_EFFECT, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, LABEL_PREFIX, RAY_CLIENT_PORT, RAY_DASHBOARD_PORT,
-    RAY_GCS_PORT, RAY_SERVE_PORT,
+    EKS_TAINT_EFFECT, ENVIRONMENT_TAG, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, RAY_CLIENT_PORT, RAY_DASHBOARD_PORT,
+    RAY_GCS_PORT, RAY_SERVE_PORT, TEAM_LABEL,
 )
 
 Props = Mapping[str, Any]
 Resource = tuple[str, Props]
 
 # The program's own values (components.constants imports nothing), so the rules cannot drift from them.
-TEAM_LABEL = f"{LABEL_PREFIX}/team"
 RAY_PORTS = {RAY_GCS_PORT, RAY_DASHBOARD_PORT, RAY_SERVE_PORT, RAY_CLIENT_PORT}
 INTERNAL_LB_ANNOTATIONS = {
     "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
@@ -169,7 +168,7 @@ def eks_endpoint_restricted(type_: str, props: Props) -> list[str]:
     vpc = props.get("vpcConfig") or {}
     if not vpc.get("endpointPublicAccess", True):
         return []
-    environment = (props.get("tags") or {}).get("ray-platform/environment")
+    environment = (props.get("tags") or {}).get(ENVIRONMENT_TAG)
     if environment == "prod":
         return ["prod EKS clusters must not have a public API endpoint"]
     cidrs = vpc.get("publicAccessCidrs") or []

@@ -13,7 +13,7 @@ import pulumi_kubernetes as k8s
 
 from components.specs import iam_policies
 from components.config.model import ClusterConfig
-from components.constants import NODE_ROLE_LABEL, ROLE_SYSTEM
+from components.constants import ENVIRONMENT_TAG, NODE_ROLE_LABEL, ROLE_SYSTEM
 
 # The name the system node group carries in its labels, used by platform add-ons' nodeSelectors.
 SYSTEM_NODE_SELECTOR = {NODE_ROLE_LABEL: ROLE_SYSTEM}
@@ -163,8 +163,7 @@ class EksCluster(pulumi.ComponentResource):
             encryption_config=aws.eks.ClusterEncryptionConfigArgs(
                 resources=["secrets"],
                 provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=secrets_key.arn)),
-            # The policy pack reads the environment from this tag (prod: private endpoint only).
-            tags={"ray-platform/cluster": cfg.name, "ray-platform/environment": args.environment},
+            tags={"ray-platform/cluster": cfg.name, ENVIRONMENT_TAG: args.environment},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster_policy, log_group]),
         )
 

@@ -23,16 +23,13 @@ from typing import Any
 from components.specs import log_shipping
 from components.config.model import RayClusterConfig, RayObservability, WorkerGroupConfig
 from components.constants import (
-    GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, LABEL_PREFIX, NODE_POOL_LABEL,
-    PART_OF_LABEL, PROJECT, RAY_CLIENT_PORT, RAY_DASHBOARD_PORT, RAY_GCS_PORT, RAY_METRICS_PORT, RAY_SERVE_PORT,
+    GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL, PART_OF_LABEL,
+    PROJECT, RAY_CLIENT_PORT, RAY_DASHBOARD_PORT, RAY_GCS_PORT, RAY_METRICS_PORT, RAY_SERVE_PORT, TEAM_LABEL,
 )
 from components.versions import RAY_IMAGE_CPU, RAY_IMAGE_GPU, RAY_VERSION
 
 API_VERSION = "ray.io/v1"
 KIND = "RayCluster"
-
-# On the namespace, every RayCluster and every Ray pod: cost allocation and policy find the team by it.
-TEAM_LABEL = f"{LABEL_PREFIX}/team"
 
 # rayproject/ray images run as the `ray` user (uid 1000, primary group `users`, gid 100). The
 # image names its user rather than its uid, so the kubelet can only enforce runAsNonRoot when
