@@ -34,7 +34,7 @@ def check_platform(platform: str, outputs: dict[str, Any],
                    observability: RayObservability = RayObservability()) -> dict[str, Any]:
     """Fail the update when the platform stack was deployed from a different contract.
 
-    The config check (components/config.py) compares against the platform's stack file;
+    The config check (components/config/team.py) compares against the platform's stack file;
     this compares against what is actually deployed: the RayCluster schema, the GPU
     taint the tolerations are written for, and the observability pieces the team opted into.
     """
