@@ -8,6 +8,7 @@ CONFIG ?=
 PYTEST_ARGS ?=
 
 .PHONY: help test render render-all policy local run local-down jobs plan-diff bench clean
+.PHONY: e2e-toolchain e2e-up e2e-down e2e-status e2e
 
 help:
 	@echo "make local [ARGS='...']  start an embedded Ray cluster and run the demo-local jobs end to end"
@@ -22,6 +23,10 @@ help:
 	@echo "make plan-diff BASE=<rev>  Markdown diff of every stack's offline render, BASE vs working tree"
 	@echo "make jobs [ARGS='...']  list/inspect jobs on a Ray dashboard (see README)"
 	@echo "make bench [ARGS='--quick']  benchmarks against plain baselines (~10 min) -> build/bench/results.json"
+	@echo "make e2e-toolchain  build the pinned Pulumi CLI, control plane, KWOK, KubeRay from Go modules (cached; docs/e2e.md)"
+	@echo "make e2e-up     start the loopback control plane + KWOK nodes + KubeRay operator + chart mirror; writes build/e2e/env.sh"
+	@echo "make e2e-down   stop everything e2e-up started"
+	@echo "make e2e        the e2e tests (pytest -m e2e tests/e2e), reusing a running e2e-up"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +68,30 @@ jobs: $(STAMP)
 # Never part of `make test`. ARGS: --quick | --only <section>... | --repeats N (python -m bench -h).
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
+
+# e2e (docs/e2e.md). The toolchain and control-plane tools are stdlib Python: no venv needed.
+# A failed toolchain step (a module the proxy refuses) is reported by `build`; e2e-up and e2e need
+# only the control-plane part of it.
+# RAY_PLATFORM_E2E_KUBERAY_OPERATOR=<binary> runs that operator instead of the pinned build (docs/e2e.md).
+comma := ,
+E2E_CONTROLPLANE_TOOLS := kubernetes,etcd,kwok$(if $(RAY_PLATFORM_E2E_KUBERAY_OPERATOR),,$(comma)kuberay)
+e2e-toolchain:
+	$(PYTHON) -m tools.e2e.toolchain build --keep-going
+
+e2e-up:
+	$(PYTHON) -m tools.e2e.toolchain build --only $(E2E_CONTROLPLANE_TOOLS)
+	$(PYTHON) -m tools.e2e.controlplane up $(ARGS)
+
+e2e-down:
+	$(PYTHON) -m tools.e2e.controlplane down
+
+e2e-status:
+	$(PYTHON) -m tools.e2e.toolchain status; $(PYTHON) -m tools.e2e.controlplane status
+
+e2e: $(STAMP)
+	-$(PYTHON) -m tools.e2e.toolchain build --keep-going
+	$(PYTHON) -m tools.e2e.toolchain build --only $(E2E_CONTROLPLANE_TOOLS)
+	$(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
 
 clean:
 	rm -rf build

@@ -149,7 +149,10 @@ def go_env() -> dict[str, str]:
 def run(cmd: list[str], cwd: Path | None = None, env: dict | None = None, logfile: Path | None = None) -> str:
     shown = " ".join(cmd if len(" ".join(cmd)) < 400 else cmd[:6] + ["..."])
     log(f"  $ {shown}" + (f"   (in {cwd})" if cwd else ""))
-    proc = subprocess.run(cmd, cwd=cwd, env=env or go_env(), capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, env=env or go_env(), capture_output=True, text=True)
+    except OSError as e:
+        raise BuildError(f"`{shown}`: {e}") from None
     if logfile is not None:
         with logfile.open("a") as f:
             f.write(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}\n")
@@ -249,6 +252,7 @@ class Wrapper:
     tags: str = ""
     # also restate the non-local replaces of the replaced siblings (pulumi's sdk has its own)
     sibling_replaces: bool = False
+    binary: str = ""  # output name when building one package (else each package's own name)
 
     def build(self, out: Path, src: Path) -> dict:
         info = module_info(self.module, self.version)
@@ -289,7 +293,8 @@ class Wrapper:
         logfile = wdir / "build.log"
         out.mkdir(parents=True, exist_ok=True)
         cmd = ["go", "build", "-mod=mod", "-p", "2", "-pgo=off", "-trimpath",
-               "-ldflags", " ".join(["-s", "-w", *self.ldflags]), "-o", str(out) + "/"]
+               "-ldflags", " ".join(["-s", "-w", *self.ldflags]),
+               "-o", str(out / self.binary) if self.binary else str(out) + "/"]
         if self.tags:
             cmd += ["-tags", self.tags]
         run(cmd + self.packages, cwd=wdir, logfile=logfile)
@@ -337,10 +342,9 @@ def _k8s(ctx: Ctx) -> dict:
 def _etcd(ctx: Ctx) -> dict:
     v = ctx.pins["etcd"]
     w = Wrapper("etcd", "go.etcd.io/etcd/server/v3", v, ["go.etcd.io/etcd/server/v3"],
-                map_local=lambda path, target: v)  # sibling modules of the same release
-    res = w.build(ctx.src / "etcd-out", ctx.src)
-    shutil.move(str(ctx.src / "etcd-out" / "v3"), str(ctx.bin / "etcd"))
-    return res
+                map_local=lambda path, target: v,  # sibling modules of the same release
+                binary="etcd")
+    return w.build(ctx.bin, ctx.src)
 
 
 def _kwok(ctx: Ctx) -> dict:
@@ -349,26 +353,42 @@ def _kwok(ctx: Ctx) -> dict:
              f"-X sigs.k8s.io/kwok/pkg/consts.KubeVersion={ctx.pins['kubernetes']}"]
     w = Wrapper("kwok", "sigs.k8s.io/kwok", v, ["sigs.k8s.io/kwok/cmd/kwok", "sigs.k8s.io/kwok/cmd/kwokctl"],
                 ldflags=flags)
-    return w.build(ctx.bin, ctx.src)
+    res = w.build(ctx.bin, ctx.src)
+    kwok_stages()
+    return res
+
+
+# KWOK's own default stages (what `kwokctl` gives a cluster): nodes turn Ready and keep a lease,
+# pods turn Ready/Running, complete and delete. Taken from the pinned kwok module, as kwokctl embeds them.
+KWOK_STAGES = ["kustomize/stage/node/fast/node-initialize.yaml",
+               "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+               "kustomize/stage/pod/fast/pod-ready.yaml", "kustomize/stage/pod/fast/pod-complete.yaml",
+               "kustomize/stage/pod/fast/pod-delete.yaml"]
+
+
+def kwok_stages() -> Path:
+    out = key_dir() / "share" / "kwok-stages.yaml"
+    if not out.exists():
+        src = Path(module_info("sigs.k8s.io/kwok", pins()["kwok"])["Dir"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join("---\n" + (src / f).read_text() for f in KWOK_STAGES))
+    return out
 
 
 def _kuberay(ctx: Ctx) -> dict:
     v = "v" + ctx.pins["kuberay"]
     w = Wrapper("kuberay", "github.com/ray-project/kuberay/ray-operator", v,
                 ["github.com/ray-project/kuberay/ray-operator"],
-                extra_require={"sigs.k8s.io/scheduler-plugins": ctx.pins["scheduler-plugins"]})
-    res = w.build(ctx.src / "kuberay-out", ctx.src)
-    shutil.move(str(ctx.src / "kuberay-out" / "ray-operator"), str(ctx.bin / "kuberay-operator"))
-    return res
+                extra_require={"sigs.k8s.io/scheduler-plugins": ctx.pins["scheduler-plugins"]},
+                binary="kuberay-operator")
+    return w.build(ctx.bin, ctx.src)
 
 
 def _kueue(ctx: Ctx) -> dict:
     v = ctx.pins["kueue"]
     w = Wrapper("kueue", "sigs.k8s.io/kueue", v, ["sigs.k8s.io/kueue/cmd/kueue"],
-                ldflags=[f"-X sigs.k8s.io/kueue/pkg/version.GitVersion={v}"])
-    res = w.build(ctx.src / "kueue-out", ctx.src)
-    shutil.move(str(ctx.src / "kueue-out" / "kueue"), str(ctx.bin / "kueue"))
-    return res
+                ldflags=[f"-X sigs.k8s.io/kueue/pkg/version.GitVersion={v}"], binary="kueue")
+    return w.build(ctx.bin, ctx.src)
 
 
 PULUMI = "github.com/pulumi/pulumi"
@@ -400,9 +420,8 @@ def _language_python(ctx: Ctx) -> dict:
     w = Wrapper("pulumi-language-python", mod, pseudo, [mod],
                 ldflags=[f"-X {PULUMI}/sdk/v3/go/common/version.Version={v}"],
                 map_local=lambda path, target: v if path == f"{PULUMI}/sdk/v3" else None,
-                sibling_replaces=True)
-    res = w.build(ctx.src / "lp-out", ctx.src)
-    shutil.move(str(ctx.src / "lp-out" / "v3"), str(ctx.bin / "pulumi-language-python"))
+                sibling_replaces=True, binary="pulumi-language-python")
+    res = w.build(ctx.bin, ctx.src)
     sdk = Path(module_info(f"{PULUMI}/sdk/v3", v)["Dir"])
     exe = ctx.bin / "pulumi-language-python-exec"
     shutil.copyfile(sdk / "python" / "cmd" / "pulumi-language-python-exec", exe)
@@ -430,19 +449,20 @@ def _kubernetes_provider(ctx: Ctx) -> dict:
                    rf"\g<1>{root}/sdk/v4 {sdk_info['Version']}", gomod)
     (src / "go.mod").write_text(gomod)
     log_ = src / "build.log"
-    cmd_dir = src / "cmd" / "pulumi-resource-kubernetes"
     env = go_env() | {"VERSION": ver}
     run(["go", "mod", "tidy"], cwd=src, env=env, logfile=log_)
     run(["go", "generate", "./cmd/pulumi-resource-kubernetes"], cwd=src, env=env, logfile=log_)
     run(["go", "build", "-p", "2", "-pgo=off", "-trimpath", "-ldflags",
          f"-s -w -X {mod}/pkg/version.Version={ver}", "-o", str(ctx.bin / "pulumi-resource-kubernetes"),
          "./cmd/pulumi-resource-kubernetes"], cwd=src, env=env, logfile=log_)
-    del cmd_dir
     return {"module": mod, "version": pseudo, "origin": commit, "plugin-version": ver}
 
 
 def _install_plugin(ctx: Ctx) -> dict:
     ver = ctx.pins["pulumi-kubernetes"]
+    missing = [b for b in ("pulumi", "pulumi-resource-kubernetes") if not (ctx.bin / b).exists()]
+    if missing:
+        raise BuildError(f"needs {' and '.join(missing)} (see above)")
     env = dict(os.environ, PULUMI_HOME=str(ctx.home), PULUMI_SKIP_UPDATE_CHECK="true",
                PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true")
     run([str(ctx.bin / "pulumi"), "plugin", "install", "resource", "kubernetes", ver,
