@@ -1,4 +1,4 @@
-"""The API-server tunnel of the SDK hooks (components/clients/k8s_tunnel.py), and `dashboard.access` config.
+"""The API-server tunnel of the SDK hooks (components/clients/k8s_tunnel.py).
 
 Pure parts (pod selection, port mapping, kubeconfig forms) are unit tests; the byte relay runs
 against a local TCP echo server; and the hook runs end to end in tunnel mode against the real
@@ -23,8 +23,6 @@ import yaml
 from pulumi.runtime import rpc
 
 import components.clients.k8s_tunnel as tunnel_mod
-from components.config.model import ConfigError, DashboardConfig, TeamStackConfig
-from components.config.stack import parse
 from components.clients.k8s_tunnel import (
     Tunnel, TunnelError, dashboard_port, describe_pods, head_pod_selector, kubeconfig_source, pick_head_pod, relay,
     wait_for_head_pod,
@@ -32,7 +30,6 @@ from components.clients.k8s_tunnel import (
 from components.hooks.ray_job import (
     DashboardUnreachable, JobClient, RayJob, RayJobArgs, RayJobProvider, check_failures, submission_id_for,
 )
-from tests.config_edits import assert_problem_at
 from tests.stacks import rendered
 from tools.local_ray import LocalRay
 from tools.render import SECRET, STACKS_DIR
@@ -374,47 +371,3 @@ def test_vision_dev_hooks_tunnel_with_the_platform_kubeconfig_as_a_secret() -> N
         assert (inputs["namespace"], inputs["cluster_name"]) == ("team-vision", "dev")
         assert inputs["dashboard_url"] == "http://dev-head-svc.team-vision.svc:8265"
         assert inputs["entrypoint"].startswith(f"python -m jobs.{inputs['kind']} --config-json ")
-
-
-# --- `dashboard` config ----------------------------------------------------------------------
-
-TEAM: dict[str, Any] = {
-    "layer": "team", "environment": "dev", "platformStack": "org/ray-platform/elsewhere",
-    "team": {"name": "demo", "groups": ["devs"], "quota": {"cpu": "16", "memory": "64Gi", "gpus": 0}},
-    "rayClusters": [{"name": "demo", "workerGroups": [{"name": "cpu", "cpu": "2", "memory": "8Gi"}]}],
-    "jobs": [{"name": "core", "kind": "core", "cluster": "demo"}],
-}
-
-
-def parse_team(**changes: Any) -> TeamStackConfig:
-    cfg = parse({**TEAM, **changes}, "demo-dev")
-    assert isinstance(cfg, TeamStackConfig)
-    return cfg
-
-
-def test_the_tunnel_is_the_default_and_a_configured_url_selects_url_mode() -> None:
-    assert parse_team().dashboard == DashboardConfig()
-    assert DashboardConfig().access == "tunnel"
-    by_url = parse_team(dashboard={"url": "https://ray-{cluster}.internal.example.com"}).dashboard
-    assert (by_url.access, by_url.url) == ("url", "https://ray-{cluster}.internal.example.com")
-    assert parse_team(dashboard={"access": "tunnel", "serveUrl": "http://serve.example/{cluster}"}).dashboard == \
-        DashboardConfig(serve_url="http://serve.example/{cluster}")
-
-
-DASHBOARD_CASES = [
-    ("unknown access mode", {"access": "vpn"}, "ray-platform:dashboard.access", "allowed: tunnel, url"),
-    ("url mode without a url", {"access": "url"}, "ray-platform:dashboard.url",
-     "required but not set; fix: pulumi config set --path 'ray-platform:dashboard.url'"),
-    ("a url with the tunnel", {"access": "tunnel", "url": "http://x:8265"}, "ray-platform:dashboard.url",
-     "only with access: url"),
-    ("not an http url", {"url": "ray-head:8265"}, "ray-platform:dashboard.url", "expected an http:// or https://"),
-    ("unknown key", {"acess": "url"}, "ray-platform:dashboard.acess", "unknown key; known keys here: access"),
-]
-
-
-@pytest.mark.parametrize(("dashboard", "path", "allowed"), [c[1:] for c in DASHBOARD_CASES],
-                         ids=[c[0] for c in DASHBOARD_CASES])
-def test_bad_dashboard_config_names_the_key_path(dashboard: dict[str, Any], path: str, allowed: str) -> None:
-    with pytest.raises(ConfigError) as err:
-        parse({**TEAM, "dashboard": dashboard}, "demo-dev")
-    assert_problem_at(err.value, path, allowed)

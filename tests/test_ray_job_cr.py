@@ -1,5 +1,5 @@
-"""`submission: kuberay` batch jobs as RayJob custom resources (components/team/ray_job_cr.py), their
-config, the quota they need, and waiting for them (components/hooks/kuberay_wait.py).
+"""`submission: kuberay` batch jobs as RayJob custom resources (components/team/ray_job_cr.py), the
+quota they need, and waiting for them (components/hooks/kuberay_wait.py).
 
 Every RayJob rendered for every team stack validates strictly against the pinned KubeRay CRD and
 keeps the platform's contracts; the entrypoint and runtime env a RayJob carries run for real on
@@ -20,17 +20,15 @@ from ray.job_submission import JobSubmissionClient
 import components.hooks.kuberay_wait as wait_mod
 from components.config.fit import ephemeral_cluster, kuberay_demand, max_demand
 from components.config.model import (
-    CODE_URI, DNS1035, KUBERAY_CR_NAME_MAX, ConfigError, JobConfig, JobResources, KubeRayJobConfig, RayClusterConfig,
-    TeamStackConfig, WorkerGroupConfig,
+    CODE_URI, DNS1035, KUBERAY_CR_NAME_MAX, JobConfig, JobResources, KubeRayJobConfig, RayClusterConfig,
+    WorkerGroupConfig,
 )
-from components.config.stack import parse
 from components.constants import GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
 from components.hooks.kuberay_wait import KubeRayWaitError, KubeRayWaitProvider, Progress, poll, rayjob_progress
 from components.team.post_deploy import JOBS_DIR, entrypoint
 from components.team.ray_job_cr import KIND, SUBMITTER_CONTAINER, ray_job, spec_digest
 from components.versions import RAY_VERSION
 from jobs.common import parse_result
-from tests.config_edits import assert_problem_at, with_first_job
 from tests.stacks import config_of, ids, manifests_of, ray_pods, rendered, stack_files
 from tests.test_k8s_tunnel import KUBECONFIG
 from tools.k8s_schema import validate_object
@@ -173,102 +171,6 @@ def test_ephemeral_clusters_take_only_the_capped_groups_and_no_gcs_state() -> No
     everything = core_job(ephemeral=True)
     assert len(ray_job(everything, CLUSTER, "team-x", "x", entrypoint(everything))["spec"]["rayClusterSpec"][
         "workerGroupSpecs"]) == 2
-
-
-# --- config ------------------------------------------------------------------------------------
-
-BASE: dict[str, Any] = {
-    "layer": "team", "environment": "dev", "platformStack": "org/ray-platform/elsewhere",
-    "team": {"name": "demo", "groups": ["devs"], "quota": {"cpu": "24", "memory": "96Gi", "gpus": 2, "pods": 10}},
-    "rayClusters": [{"name": "batch", "workerGroups": [
-        {"name": "cpu", "cpu": "2", "memory": "8Gi", "maxReplicas": 2},
-        {"name": "gpu", "cpu": "4", "memory": "16Gi", "gpus": 1, "maxReplicas": 1}]}],
-    "jobs": [{"name": "core-stats", "kind": "core", "cluster": "batch", "submission": "kuberay",
-              "kuberay": {"codeUri": "s3://bucket/ray-platform/jobs-1.0.0.zip"}}],
-}
-
-
-def with_job(**changes: Any) -> dict[str, Any]:
-    return with_first_job(BASE, **changes)
-
-
-def with_quota(raw: dict[str, Any], **quota: Any) -> dict[str, Any]:
-    return {**raw, "team": {**raw["team"], "quota": {**raw["team"]["quota"], **quota}}}
-
-
-def test_kuberay_job_config_defaults() -> None:
-    cfg = parse(BASE, "demo-dev")
-    assert isinstance(cfg, TeamStackConfig)
-    (job,) = cfg.jobs
-    assert job.kuberay == KubeRayJobConfig(code_uri="s3://bucket/ray-platform/jobs-1.0.0.zip")
-    assert (job.kuberay.ephemeral, job.kuberay.ttl_seconds_after_finished, job.kuberay.backoff_limit) == (False, 600, 0)
-    sdk = parse({**BASE, "jobs": [{"name": "c", "kind": "core", "cluster": "batch"}]}, "demo-dev")
-    assert isinstance(sdk, TeamStackConfig) and sdk.jobs[0].kuberay is None and sdk.jobs[0].submission == "sdk"
-
-
-BAD_CASES = [
-    ("unknown submission", with_job(submission="operator"), "ray-platform:jobs[0].submission",
-     "allowed: sdk, kuberay"),
-    ("kuberay without its block", with_job(kuberay=None), "ray-platform:jobs[0].kuberay",
-     "required but not set; fix: pulumi config set --path 'ray-platform:jobs[0].kuberay'"),
-    ("kuberay block on an sdk job", with_job(submission="sdk"), "ray-platform:jobs[0].kuberay",
-     "only with submission: kuberay"),
-    ("no code URI", with_job(kuberay={"ephemeral": True}), "ray-platform:jobs[0].kuberay.codeUri",
-     "required but not set"),
-    ("a local path as code", with_job(kuberay_codeUri="./jobs"), "ray-platform:jobs[0].kuberay.codeUri",
-     "never ships a local path"),
-    ("file:// code", with_job(kuberay_codeUri="file:///srv/jobs.zip"), "ray-platform:jobs[0].kuberay.codeUri",
-     "expected a remote .zip (s3://, gs:// or https://)"),
-    ("code that is not a zip", with_job(kuberay_codeUri="s3://b/jobs.tar"), "ray-platform:jobs[0].kuberay.codeUri",
-     "expected a remote .zip"),
-    ("retries on the long-lived cluster", with_job(kuberay_backoffLimit=2), "ray-platform:jobs[0].kuberay.backoffLimit",
-     "only with ephemeral: true"),
-    ("TTL on the long-lived cluster", with_job(kuberay_ttlSecondsAfterFinished=60),
-     "ray-platform:jobs[0].kuberay.ttlSecondsAfterFinished", "only with ephemeral: true"),
-    ("caps on the long-lived cluster", with_job(kuberay_workerGroups={"cpu": 1}),
-     "ray-platform:jobs[0].kuberay.workerGroups", "only with ephemeral: true"),
-    ("cap of an unknown group", with_job(kuberay_ephemeral=True, kuberay_workerGroups={"tpu": 1}),
-     "ray-platform:jobs[0].kuberay.workerGroups.tpu", "no such worker group in the job's RayCluster; known: cpu, gpu"),
-    ("cap of zero", with_job(kuberay_ephemeral=True, kuberay_workerGroups={"cpu": 0}),
-     "ray-platform:jobs[0].kuberay.workerGroups.cpu", "an integer >= 1"),
-    ("negative TTL", with_job(kuberay_ephemeral=True, kuberay_ttlSecondsAfterFinished=-1),
-     "ray-platform:jobs[0].kuberay.ttlSecondsAfterFinished", "must be >= 0"),
-    ("zero deadline", with_job(kuberay_activeDeadlineSeconds=0), "ray-platform:jobs[0].kuberay.activeDeadlineSeconds",
-     "must be >= 1"),
-    ("too many retries", with_job(kuberay_ephemeral=True, kuberay_backoffLimit=11),
-     "ray-platform:jobs[0].kuberay.backoffLimit", "must be <= 10"),
-    ("a RayService key on a RayJob", with_job(kuberay_upgradeStrategy="None"),
-     "ray-platform:jobs[0].kuberay.upgradeStrategy", "unknown key; known keys here:"),
-    ("entrypoint memory", with_job(resources={"memoryBytes": 2**30}), "ray-platform:jobs[0].resources.memoryBytes",
-     "a RayJob cannot reserve entrypoint memory"),
-    ("working_dir in the runtime env", with_job(runtimeEnv={"working_dir": "."}),
-     "ray-platform:jobs[0].runtimeEnv.working_dir", "or kuberay.codeUri"),
-    ("ephemeral cluster beyond the GPU quota", with_quota(with_job(kuberay_ephemeral=True), gpus=1),
-     "ray-platform:team.quota.gpus", "plus what the KubeRay jobs (core-stats) start (submitter pods, ephemeral "
-                                     "RayJob clusters, a RayService's second cluster during a NewCluster upgrade) "
-                                     "can request 2 GPUs, 1 more than the quota"),
-    ("ephemeral cluster beyond the pod quota",
-     with_quota(with_job(kuberay_ephemeral=True, kuberay_workerGroups={"cpu": 2}), pods=6),
-     "ray-platform:team.quota.pods", "can request 8 pods, 2 more than the quota"),
-]
-
-
-@pytest.mark.parametrize(("raw", "path", "allowed"), [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
-def test_bad_kuberay_job_config_names_the_key_path(raw: dict[str, Any], path: str, allowed: str) -> None:
-    with pytest.raises(ConfigError) as err:
-        parse(raw, "demo-dev")
-    assert_problem_at(err.value, path, allowed)
-
-
-def test_the_demand_of_a_capped_ephemeral_cluster() -> None:
-    cfg = parse(with_job(kuberay_ephemeral=True, kuberay_workerGroups={"cpu": 1}), "demo-dev")
-    assert isinstance(cfg, TeamStackConfig)
-    extra = kuberay_demand(cfg.jobs, cfg.ray_clusters)
-    # submitter (500m, 1Gi) + head (2 + 500m autoscaler, 8Gi + 512Mi) + one worker (2, 8Gi); no GPU group
-    assert (extra.cpu, extra.memory / 2**30, extra.gpus, extra.pods) == (5.0, 1 + 8.5 + 8, 0, 3)
-    full = parse(with_job(kuberay_ephemeral=True), "demo-dev")
-    assert isinstance(full, TeamStackConfig)
-    assert kuberay_demand(full.jobs, full.ray_clusters).gpus == 1
 
 
 # --- what a RayJob status means ----------------------------------------------------------------

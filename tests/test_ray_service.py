@@ -1,6 +1,6 @@
 """`submission: kuberay` serve jobs as RayServices (components/team/ray_service.py): validation against the
 pinned CRD, the Serve config generated from the same settings as the SDK path, ownership of the
-cluster, upgrades, health, internal-only services, config checks, readiness, and the Serve config
+cluster, upgrades, health, internal-only services, readiness, and the Serve config
 deployed for real on the local Ray head.
 """
 from __future__ import annotations
@@ -18,11 +18,9 @@ import torch
 import yaml
 
 import tools.render as render
-from components.config.fit import kuberay_demand
 from components.config.model import (
-    UPGRADE_STRATEGIES, ConfigError, JobConfig, KubeRayServiceConfig, RayClusterConfig, TeamStackConfig,
+    UPGRADE_STRATEGIES, JobConfig, KubeRayServiceConfig, RayClusterConfig,
 )
-from components.config.stack import parse
 from components.constants import GPU_TAINT_KEY
 from components.hooks.kuberay_wait import rayservice_progress
 from components.team.post_deploy import effective_settings
@@ -34,7 +32,6 @@ from components.team.ray_service import (
 from jobs.common import CONFIG_ENV_VAR
 from jobs.data import load_split
 from jobs.model import DigitsMLP, save_checkpoint, write_pointer
-from tests.config_edits import assert_problem_at, with_first_job
 from tests.stacks import config_of, ids, manifests_of, ray_pods, rendered, stack_files
 from tests.test_ray_job_cr import jobs_archive
 from tools.k8s_schema import validate_object
@@ -226,85 +223,6 @@ def test_new_cluster_upgrades_update_in_place_and_need_room_for_two_clusters(
     assert obj["spec"]["serveService"]["spec"]["type"] == "ClusterIP"
     assert not [m for m in manifests_of(result, "NetworkPolicy") if "internal-lb" in
                 m["metadata"]["name"]]
-
-
-# --- config ------------------------------------------------------------------------------------
-
-BASE: dict[str, Any] = {
-    "layer": "team", "environment": "dev", "platformStack": "org/ray-platform/elsewhere",
-    "team": {"name": "web", "groups": ["devs"], "quota": {"cpu": "32", "memory": "96Gi", "gpus": 0}},
-    "rayClusters": [{"name": "web", "workerGroups": [{"name": "cpu", "cpu": "2", "memory": "8Gi", "maxReplicas": 2}]},
-                    {"name": "batch", "workerGroups": [{"name": "cpu", "cpu": "2", "memory": "8Gi"}]}],
-    "jobs": [{"name": "serve-web", "kind": "serve", "cluster": "web", "submission": "kuberay",
-              "kuberay": {"codeUri": "gs://web-artifacts/jobs-2.1.0.zip", "upgradeStrategy": "None"}}],
-}
-
-
-def with_serve(*extra_jobs: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    raw = with_first_job(BASE, **changes)
-    raw["jobs"].extend(extra_jobs)
-    return raw
-
-
-def test_serve_config_defaults_and_the_quota_for_new_cluster_upgrades() -> None:
-    cfg = parse(with_serve(kuberay={"codeUri": "gs://web-artifacts/jobs-2.1.0.zip"}), "web-dev")
-    assert isinstance(cfg, TeamStackConfig)
-    (job,) = cfg.jobs
-    assert job.kuberay == KubeRayServiceConfig(code_uri="gs://web-artifacts/jobs-2.1.0.zip")
-    assert (job.kuberay.upgrade_strategy, job.kuberay.service_type) == ("NewCluster", "ClusterIP")
-    # NewCluster: a second copy of the `web` cluster (head, autoscaler, 2 workers) while upgrading.
-    assert kuberay_demand(cfg.jobs, cfg.ray_clusters).cpu == pytest.approx(2 + 0.5 + 2 * 2)
-    in_place = parse(BASE, "web-dev")
-    assert isinstance(in_place, TeamStackConfig)
-    assert kuberay_demand(in_place.jobs, in_place.ray_clusters).cpu == 0
-
-
-SDK_ON_WEB = {"name": "core", "kind": "core", "cluster": "web"}
-SECOND_SERVICE = {"name": "serve-2", "kind": "serve", "cluster": "web", "submission": "kuberay",
-                  "kuberay": {"codeUri": "gs://web-artifacts/jobs-2.1.0.zip"}}
-
-BAD_CASES = [
-    ("incremental upgrades", with_serve(kuberay_upgradeStrategy="NewClusterWithIncrementalUpgrade"),
-     "ray-platform:jobs[0].kuberay.upgradeStrategy", "allowed: NewCluster, None"),
-    ("public serve service", with_serve(kuberay_serviceType="LoadBalancer"), "ray-platform:jobs[0].kuberay.serviceType",
-     "allowed: ClusterIP, LoadBalancer-internal"),
-    ("initializing timeout too short", with_serve(kuberay_initializingTimeoutSeconds=10),
-     "ray-platform:jobs[0].kuberay.initializingTimeoutSeconds", "must be >= 60"),
-    ("zero health check period", with_serve(kuberay_healthCheckPeriodSeconds=0),
-     "ray-platform:jobs[0].kuberay.healthCheckPeriodSeconds", "must be >= 1"),
-    ("deletion delay without NewCluster", with_serve(kuberay_clusterDeletionDelaySeconds=60),
-     "ray-platform:jobs[0].kuberay.clusterDeletionDelaySeconds", "only with upgradeStrategy: NewCluster"),
-    ("a RayJob key on a RayService", with_serve(kuberay_ephemeral=True), "ray-platform:jobs[0].kuberay.ephemeral",
-     "unknown key; known keys here: clusterDeletionDelaySeconds, codeUri"),
-    ("waiting for running", with_serve(wait="running"), "ray-platform:jobs[0].wait",
-     "a RayService is waited for until it is Ready"),
-    ("driver resources", with_serve(resources={"cpus": 1}), "ray-platform:jobs[0].resources",
-     "a RayService has no driver"),
-    ("a second RayService on the cluster", with_serve(SECOND_SERVICE), "ray-platform:jobs[1].cluster",
-     "RayCluster 'web' is owned by the RayService of job 'serve-web' (submission: kuberay); one RayService per "
-     "cluster"),
-    ("another job on the owned cluster", with_serve(SDK_ON_WEB), "ray-platform:jobs[1].cluster",
-     "no RayCluster of that name exists for this job to run on"),
-    ("cluster name too long for a RayService",
-     {**with_serve(cluster="w" * 48), "rayClusters": [{"name": "w" * 48}]}, "ray-platform:jobs[0].cluster",
-     "which KubeRay limits to 47 characters"),
-    ("a RayService cluster keeping its GCS in rocksdb",
-     {**BASE, "rayClusters": [{**BASE["rayClusters"][0], "gcsFaultTolerance": {"backend": "rocksdb"}},
-                              BASE["rayClusters"][1]]},
-     "ray-platform:jobs[0].cluster", "cannot keep its GCS in rocksdb"),
-    ("two clusters during a NewCluster upgrade beyond the quota",
-     {**with_serve(kuberay_upgradeStrategy="NewCluster"),
-      "team": {**BASE["team"], "quota": {"cpu": "15", "memory": "96Gi", "gpus": 0}}},
-     "ray-platform:team.quota.cpu", "can request 17.5 CPUs, 2.5 more than the quota; raise the quota, cap "
-                                    "ephemeral clusters with kuberay.workerGroups, or use upgradeStrategy: None"),
-]
-
-
-@pytest.mark.parametrize(("raw", "path", "allowed"), [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
-def test_bad_serve_config_names_the_key_path(raw: dict[str, Any], path: str, allowed: str) -> None:
-    with pytest.raises(ConfigError) as err:
-        parse(raw, "web-dev")
-    assert_problem_at(err.value, path, allowed)
 
 
 # --- what a RayService status means ------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Team stack config: defaults, checks against the platform stack, and table-driven bad config
-naming the exact key path."""
+"""Team stack config (components/config/team.py): defaults, the dashboard access, checks against
+the platform stack, and table-driven bad config naming the exact key path."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,14 +7,13 @@ from typing import Any
 
 import pytest
 
-from components.config.fit import max_demand
-from components.config.model import ConfigError, PlatformConfig, RayClusterConfig, TeamStackConfig
+from components.config.model import SECRET_PLACEHOLDER, ConfigError, DashboardConfig, PlatformConfig, TeamStackConfig
 from components.config.stack import parse
 from components.config.stack_files import platform_lookup_from_dir
 from tests.config_edits import DELETE, assert_problem_at
 from tests.config_edits import with_change as edit
 
-STACKS = Path(__file__).resolve().parents[1] / "stacks"
+STACKS = Path(__file__).resolve().parents[2] / "stacks"
 REPO_PLATFORMS = platform_lookup_from_dir(STACKS)
 
 
@@ -78,16 +77,6 @@ def test_good_config_parses_with_defaults() -> None:
     assert cluster.worker_groups[0].gpu_pool is None and cluster.worker_groups[1].gpu_pool == "g5-serving"
 
 
-def test_max_demand_counts_heads_autoscalers_and_every_group_at_max_replicas() -> None:
-    cfg = parse(GOOD, "vision-prod", None, lookup)
-    assert isinstance(cfg, TeamStackConfig)
-    need = max_demand(cfg.ray_clusters)
-    assert need.gpus == 4 and need.pods == 1 + 2 + 4
-    assert need.cpu == pytest.approx(2 + 0.5 + 4 * 2 + 6 * 4)
-    assert need.memory == pytest.approx((8 + 16 * 2 + 24 * 4) * 2**30 + 512 * 2**20)
-    assert max_demand((RayClusterConfig(name="a"), RayClusterConfig(name="b"))).pods == 2
-
-
 BAD_CASES = [
     # --- the team and its quota
     ("team without quota", with_change("team.quota", DELETE), "ray-platform:team.quota",
@@ -147,10 +136,10 @@ BAD_CASES = [
      "ray-platform:redisPassword", "required but not set; fix: pulumi config set 'ray-platform:redisPassword' "
                                   "--secret <password>"),
     ("redis without address", with_changes(("rayClusters.0.gcsFaultTolerance", {"backend": "redis"}),
-                                           ("redisPassword", "[secret]")),
+                                           ("redisPassword", SECRET_PLACEHOLDER)),
      "ray-platform:rayClusters[0].gcsFaultTolerance.redisAddress", "required but not set"),
     ("storage size for redis", with_changes(("rayClusters.0.gcsFaultTolerance", {
-        "backend": "redis", "redisAddress": "redis:6379", "storageSize": "5Gi"}), ("redisPassword", "[secret]")),
+        "backend": "redis", "redisAddress": "redis:6379", "storageSize": "5Gi"}), ("redisPassword", SECRET_PLACEHOLDER)),
      "ray-platform:rayClusters[0].gcsFaultTolerance.storageSize", "only used with backend: rocksdb"),
     ("unknown GCS backend", with_change("rayClusters.0.gcsFaultTolerance", {"backend": "etcd"}),
      "ray-platform:rayClusters[0].gcsFaultTolerance.backend", "allowed: redis, rocksdb"),
@@ -209,3 +198,47 @@ def test_rocksdb_fault_tolerance_is_allowed_on_eks_whose_platform_provides_block
 def test_without_the_platform_stack_file_only_the_team_checks_run() -> None:
     cfg = parse(with_change("platformStack", "other-org/ray-platform/elsewhere"), "vision-prod", None, lookup)
     assert isinstance(cfg, TeamStackConfig) and cfg.platform_stack == "other-org/ray-platform/elsewhere"
+
+
+# --- `dashboard`: how `pulumi up` reaches each cluster -----------------------------------------
+
+DASHBOARD_TEAM: dict[str, Any] = {
+    "layer": "team", "environment": "dev", "platformStack": "org/ray-platform/elsewhere",
+    "team": {"name": "demo", "groups": ["devs"], "quota": {"cpu": "16", "memory": "64Gi", "gpus": 0}},
+    "rayClusters": [{"name": "demo", "workerGroups": [{"name": "cpu", "cpu": "2", "memory": "8Gi"}]}],
+    "jobs": [{"name": "core", "kind": "core", "cluster": "demo"}],
+}
+
+
+def parse_dashboard_team(**changes: Any) -> TeamStackConfig:
+    cfg = parse({**DASHBOARD_TEAM, **changes}, "demo-dev")
+    assert isinstance(cfg, TeamStackConfig)
+    return cfg
+
+
+def test_the_tunnel_is_the_default_and_a_configured_url_selects_url_mode() -> None:
+    assert parse_dashboard_team().dashboard == DashboardConfig()
+    assert DashboardConfig().access == "tunnel"
+    by_url = parse_dashboard_team(dashboard={"url": "https://ray-{cluster}.internal.example.com"}).dashboard
+    assert (by_url.access, by_url.url) == ("url", "https://ray-{cluster}.internal.example.com")
+    serve_only = parse_dashboard_team(dashboard={"access": "tunnel", "serveUrl": "http://serve.example/{cluster}"})
+    assert serve_only.dashboard == DashboardConfig(serve_url="http://serve.example/{cluster}")
+
+
+DASHBOARD_CASES = [
+    ("unknown access mode", {"access": "vpn"}, "ray-platform:dashboard.access", "allowed: tunnel, url"),
+    ("url mode without a url", {"access": "url"}, "ray-platform:dashboard.url",
+     "required but not set; fix: pulumi config set --path 'ray-platform:dashboard.url'"),
+    ("a url with the tunnel", {"access": "tunnel", "url": "http://x:8265"}, "ray-platform:dashboard.url",
+     "only with access: url"),
+    ("not an http url", {"url": "ray-head:8265"}, "ray-platform:dashboard.url", "expected an http:// or https://"),
+    ("unknown key", {"acess": "url"}, "ray-platform:dashboard.acess", "unknown key; known keys here: access"),
+]
+
+
+@pytest.mark.parametrize(("dashboard", "path", "allowed"), [c[1:] for c in DASHBOARD_CASES],
+                         ids=[c[0] for c in DASHBOARD_CASES])
+def test_bad_dashboard_config_names_the_key_path(dashboard: dict[str, Any], path: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse({**DASHBOARD_TEAM, "dashboard": dashboard}, "demo-dev")
+    assert_problem_at(err.value, path, allowed)

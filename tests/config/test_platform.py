@@ -13,7 +13,7 @@ from components.config.stack import parse
 from tests.config_edits import DELETE, assert_problem_at
 from tests.config_edits import with_change as edit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 GOOD: dict[str, Any] = {
     "layer": "platform",
