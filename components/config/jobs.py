@@ -137,6 +137,8 @@ def _check_rayservice_ownership(p: Problems, jobs: tuple[JobConfig, ...],
                                 clusters: Mapping[str, RayClusterConfig]) -> None:
     owners = rayservice_owners(jobs)
     for i, job in enumerate(jobs):
+        if job.cluster is None:  # reported missing already
+            continue
         owner = owners.get(job.cluster)
         path = f"{ns('jobs')}[{i}].cluster"
         if owner is None or owner is job:

@@ -142,6 +142,8 @@ SERVE_CASES = [
      "a RayService is waited for until it is Ready"),
     ("driver resources", with_serve(resources={"cpus": 1}), "ray-platform:jobs[0].resources",
      "a RayService has no driver"),
+    ("a RayService without its cluster", with_serve(cluster=None), "ray-platform:jobs[0].cluster",
+     "required but not set"),
     ("a second RayService on the cluster", with_serve(SECOND_SERVICE), "ray-platform:jobs[1].cluster",
      "RayCluster 'web' is owned by the RayService of job 'serve-web' (submission: kuberay); one RayService per "
      "cluster"),
