@@ -89,12 +89,3 @@ def test_ray_versions_agree_everywhere() -> None:
 def test_every_supported_eks_version_has_a_matching_autoscaler() -> None:
     for k8s_version, image_tag in EKS_VERSIONS.items():
         assert image_tag.startswith(f"v{k8s_version}.")
-
-
-def test_pulumi_yaml_documents_exactly_the_keys_config_accepts() -> None:
-    import yaml
-
-    from components.config.stack import PLATFORM_KEYS, TEAM_KEYS
-
-    declared = set(yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"])
-    assert declared == set(PLATFORM_KEYS) | set(TEAM_KEYS)
