@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
-from components.config.model import ConfigError
+import pytest
+
+from components.config.model import ConfigError, PlatformConfig
+from components.config.stack import parse
 
 DELETE = object()
 
@@ -42,3 +46,11 @@ def assert_problem_at(err: ConfigError, path: str, allowed: str) -> None:
     lines = [p for p in err.problems if p.startswith(f"{path}:")]
     assert lines, f"no problem reported at {path}; got: {err.problems}"
     assert any(allowed in line for line in lines), lines
+
+
+def assert_refused_at(raw: dict[str, Any], path: str, allowed: str, stack: str, aws_region: str | None = None,
+                      platform_lookup: Callable[[str], PlatformConfig | None] | None = None) -> None:
+    """Parsing `raw` fails with a problem at the key `path` whose message contains `allowed`."""
+    with pytest.raises(ConfigError) as err:
+        parse(raw, stack, aws_region, platform_lookup)
+    assert_problem_at(err.value, path, allowed)

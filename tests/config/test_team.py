@@ -10,7 +10,7 @@ import pytest
 from components.config.model import SECRET_PLACEHOLDER, ConfigError, DashboardConfig, PlatformConfig, TeamStackConfig
 from components.config.stack import parse
 from components.config.stack_files import platform_lookup_from_dir
-from tests.config_edits import DELETE, assert_problem_at
+from tests.config_edits import DELETE, assert_refused_at
 from tests.config_edits import with_change as edit
 
 STACKS = Path(__file__).resolve().parents[2] / "stacks"
@@ -170,9 +170,7 @@ BAD_CASES = [
 
 @pytest.mark.parametrize(("raw", "path", "allowed"), [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
 def test_bad_config_names_the_key_path(raw: dict[str, Any], path: str, allowed: str) -> None:
-    with pytest.raises(ConfigError) as err:
-        parse(raw, "vision-prod", None, lookup)
-    assert_problem_at(err.value, path, allowed)
+    assert_refused_at(raw, path, allowed, "vision-prod", None, lookup)
 
 
 def test_every_problem_is_reported_at_once_and_shared_secrets_only_once() -> None:
@@ -239,6 +237,4 @@ DASHBOARD_CASES = [
 @pytest.mark.parametrize(("dashboard", "path", "allowed"), [c[1:] for c in DASHBOARD_CASES],
                          ids=[c[0] for c in DASHBOARD_CASES])
 def test_bad_dashboard_config_names_the_key_path(dashboard: dict[str, Any], path: str, allowed: str) -> None:
-    with pytest.raises(ConfigError) as err:
-        parse({**DASHBOARD_TEAM, "dashboard": dashboard}, "demo-dev")
-    assert_problem_at(err.value, path, allowed)
+    assert_refused_at({**DASHBOARD_TEAM, "dashboard": dashboard}, path, allowed, "demo-dev")
