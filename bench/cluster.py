@@ -19,9 +19,11 @@ from typing import Any, Self
 
 import psutil
 
+from components.clients.ray_dashboard import JobClient
+from components.clients.ray_jobs import RayJobArgs
 from components.config.model import JobConfig
+from components.hooks.ray_job import RayJobProvider, props_of
 from components.team.post_deploy import jobs_code_hash, ray_job_args
-from components.hooks.ray_job import JobClient, RayJobArgs, RayJobProvider, props_of
 from tools.local import load_team_stack
 from tools.local_ray import LocalRay, session_processes, start_head, stop_head
 
@@ -50,7 +52,7 @@ class BenchCluster:
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def job_args(self, kind: str, settings: dict[str, Any], runtime_env: dict[str, Any] | None = None,
-                 serve_endpoint_base: str | None = None) -> RayJobArgs:
+                 serve_endpoint_base: str | None = None) -> RayJobArgs[Any]:
         """The demo stack's job of `kind` as the hook would get it, with settings merged over its own."""
         base = self.demo_jobs[kind]
         job = dataclasses.replace(base, name=fresh_name(f"bench-{kind}"), settings={**base.settings, **settings},
@@ -58,7 +60,7 @@ class BenchCluster:
         return ray_job_args(job, dashboard_url=self.head.dashboard_url, serve_endpoint_base=serve_endpoint_base,
                             auth_token=None, code_hash=self.code_hash, team="bench")
 
-    def run(self, args: RayJobArgs) -> dict[str, Any]:
+    def run(self, args: RayJobArgs[Any]) -> dict[str, Any]:
         """RayJobProvider.create, exactly as `pulumi up` calls it; returns the outputs."""
         return dict(RayJobProvider().create(props_of(args)).outs)
 

@@ -3,7 +3,7 @@
 Ours: `RayJobProvider.create` with wait "running" / "succeeded" (dashboard check,
 deterministic id lookup, submit, poll on the hook's schedule, log fetch), a fresh job
 name per repeat so nothing is adopted. Baseline: `JobSubmissionClient.submit_job` and
-`get_job_status` every POLL_FIRST_S (the hook's first interval) on the same head.
+`get_job_status` every JOB_POLL.first_s (the hook's first interval) on the same head.
 The job sleeps briefly, so RUNNING lasts long enough for both pollers to see it.
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ from collections.abc import Callable
 from bench.cluster import BenchCluster, fresh_name
 from bench.config import BenchConfig
 from bench.stats import Figure, Target
-from components.hooks import ray_job
-from components.hooks.ray_job import TERMINAL, RayJobArgs, RayJobProvider, props_of
+from components.clients.polling import Deadline
+from components.clients.ray_dashboard import JOB_POLL, TERMINAL, poll_job
+from components.clients.ray_jobs import RayJobArgs
 
 TARGET = Target("<=", 1.05)
 # Each variant returns (seconds to RUNNING, seconds to SUCCEEDED); one of them may be None.
@@ -38,17 +39,17 @@ def raw_run(cluster: BenchCluster, entrypoint: str) -> tuple[float, float]:
             if status != "SUCCEEDED":
                 raise RuntimeError(f"baseline job {submission_id} ended {status}")
             return running, time.monotonic() - started
-        time.sleep(ray_job.POLL_FIRST_S)
+        time.sleep(JOB_POLL.first_s)
 
 
 def hook_run(cluster: BenchCluster, entrypoint: str, wait: str) -> float:
     args = RayJobArgs(job_name=fresh_name("bench-hook"), kind="core", entrypoint=entrypoint, runtime_env={},
                       code_hash="bench", dashboard_url=cluster.head.dashboard_url, wait=wait, timeout_seconds=120)
     started = time.monotonic()
-    outs = RayJobProvider().create(props_of(args)).outs
+    outs = cluster.run(args)
     seconds = time.monotonic() - started
     # Untimed: let a job returned at RUNNING finish, so runs never overlap.
-    ray_job.poll_job(cluster.client, outs["submission_id"], TERMINAL, time.monotonic() + 60)
+    poll_job(cluster.client, outs["submission_id"], TERMINAL, Deadline(60))
     return seconds
 
 
@@ -69,12 +70,12 @@ def run(cfg: BenchConfig, cluster: BenchCluster) -> list[Figure]:
             for state, seconds in zip(("running", "succeeded"), variant()):
                 if seconds is not None:
                     samples[side, state].append(seconds)
-    schedule = (f"hook polls every {ray_job.POLL_FIRST_S:g} s for {ray_job.FAST_POLL_WINDOW_S:g} s, then x1.5 up "
-                f"to {ray_job.POLL_MAX_S:g} s; baseline every {ray_job.POLL_FIRST_S:g} s")
+    schedule = (f"hook polls every {JOB_POLL.first_s:g} s for {JOB_POLL.steady_s:g} s, then x{JOB_POLL.factor:g} up "
+                f"to {JOB_POLL.max_s:g} s; baseline every {JOB_POLL.first_s:g} s")
     figures = []
     for state, label in (("running", "RUNNING"), ("succeeded", "SUCCEEDED")):
         ours, base = samples["hook", state], samples["raw", state]
-        # Polling quantizes both sides to ~POLL_FIRST_S, so the absolute cost is the clearer number.
+        # Polling quantizes both sides to ~JOB_POLL.first_s, so the absolute cost is the clearer number.
         extra = f"{statistics.median(ours) - statistics.median(base):+.2f} s over the baseline"
         figures.append(Figure("hook", f"submit->{label}", "s", ours, base, TARGET,
                               f"{schedule}; {extra}" if state == "running" else extra))

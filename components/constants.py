@@ -41,3 +41,9 @@ RAY_METRICS_PORT = 8080
 RAY_GROUP = "ray.io"
 RAY_CLUSTER_LABEL = f"{RAY_GROUP}/cluster"
 RAY_NODE_TYPE_LABEL = f"{RAY_GROUP}/node-type"
+
+# Ray job metadata keys on every job the platform submits (post-deploy hook, KubeRay RayJob):
+# `make jobs` shows the kind, local mode follows a job by its name.
+METADATA_KIND = f"{PROJECT}/kind"
+METADATA_JOB_NAME = f"{PROJECT}/job-name"
+METADATA_CODE_HASH = f"{PROJECT}/code-hash"

@@ -33,10 +33,13 @@ from typing import Any
 
 import requests
 
+from components.clients.ray_dashboard import JobClient
+from components.clients.ray_jobs import RayJobArgs
 from components.config.model import ConfigError, JobConfig, TeamStackConfig
 from components.config.stack_files import parse_stack_file, platform_lookup_from_dir, stack_file
+from components.constants import METADATA_JOB_NAME
+from components.hooks.ray_job import RayJobProvider, props_of
 from components.team.post_deploy import jobs_code_hash, ray_job_args
-from components.hooks.ray_job import METADATA_JOB_NAME, JobClient, RayJobArgs, RayJobProvider, props_of
 from tools.local_ray import LocalRay, start_head, stop_head
 from tools.monitor import format_table
 
@@ -139,7 +142,7 @@ def follow(client: JobClient, job_name: str, done: threading.Event, log: Callabl
         printed = len(lines)
 
 
-def run_job(args: RayJobArgs, client: JobClient, log: Callable[[str], None]) -> dict[str, Any]:
+def run_job(args: RayJobArgs[Any], client: JobClient, log: Callable[[str], None]) -> dict[str, Any]:
     """The hook's create, exactly as the Pulumi engine would call it, with progress alongside."""
     done = threading.Event()
     watcher = threading.Thread(target=follow, args=(client, args.job_name, done, log), daemon=True)

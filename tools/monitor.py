@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.hooks.ray_job import (
-    METADATA_KIND,
+from components.clients.polling import Deadline
+from components.clients.ray_dashboard import (
     TERMINAL,
     JobClient,
     iso_time,
@@ -37,6 +37,7 @@ from components.hooks.ray_job import (
     stop_job,
     wait_for_dashboard,
 )
+from components.constants import METADATA_KIND
 from jobs.common import parse_result
 from tools.local_ray import LocalRay
 
@@ -225,11 +226,10 @@ def cmd_stop(client: JobClient, ns: argparse.Namespace) -> int:
 
 def cmd_wait(client: JobClient, ns: argparse.Namespace) -> int:
     _require(client, ns.id)
-    started = time.monotonic()
-    deadline = math.inf if ns.timeout is None else started + ns.timeout
+    deadline = Deadline(math.inf if ns.timeout is None else ns.timeout)
     info = poll_job(client, ns.id, TERMINAL, deadline)
     if info.status not in TERMINAL:
-        print(f"{ns.id}: still {status_of(info)} after {time.monotonic() - started:.0f}s", file=sys.stderr)
+        print(f"{ns.id}: still {status_of(info)} after {deadline.elapsed():.0f}s", file=sys.stderr)
         return EXIT_TIMEOUT
     print(f"{ns.id}: {status_of(info)}")
     if info.status == "SUCCEEDED":

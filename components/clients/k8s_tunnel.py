@@ -16,7 +16,6 @@ import json
 import selectors
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
+from components.clients.polling import SYSTEM_CLOCK, Backoff, Clock, Deadline, attempts
 from components.constants import RAY_CLUSTER_LABEL, RAY_DASHBOARD_PORT, RAY_NODE_TYPE_LABEL
 
 if TYPE_CHECKING:
@@ -34,8 +34,7 @@ LOOPBACK = "127.0.0.1"
 DASHBOARD_PORT_NAME = "dashboard"
 BUFFER_BYTES = 64 * 1024
 ACCEPT_POLL_S = 0.2
-POD_POLL_FIRST_S = 1.0
-POD_POLL_MAX_S = 10.0
+HEAD_POD_POLL = Backoff(first_s=1.0, max_s=10.0)
 CLOSE_WAIT_S = 5.0
 API_TIMEOUT_S = 30.0
 
@@ -238,9 +237,9 @@ class Tunnel:
             for end in self._open:
                 _quietly(lambda end=end: end.shutdown(socket.SHUT_RDWR))
             threads = list(self._threads)
-        deadline = time.monotonic() + CLOSE_WAIT_S
+        deadline = Deadline(CLOSE_WAIT_S)
         for thread in threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            thread.join(timeout=max(0.0, deadline.remaining()))
 
 
 # --- the Kubernetes side --------------------------------------------------------------------
@@ -262,13 +261,12 @@ def list_pods(api: CoreV1Api, namespace: str, selector: str) -> list[dict[str, A
     return list(json.loads(resp.data).get("items") or [])
 
 
-def wait_for_head_pod(api: CoreV1Api, namespace: str, cluster: str, wait_s: float) -> Pod:
+def wait_for_head_pod(api: CoreV1Api, namespace: str, cluster: str, wait_s: float,
+                      clock: Clock = SYSTEM_CLOCK) -> Pod:
     """Poll until the cluster has a serving head pod; a fresh RayCluster takes minutes to get one."""
     from kubernetes.client.exceptions import ApiException
 
-    deadline = time.monotonic() + wait_s
-    delay = POD_POLL_FIRST_S
-    while True:
+    for _ in attempts(HEAD_POD_POLL, Deadline(wait_s, clock)):
         try:
             pods = list_pods(api, namespace, head_pod_selector(cluster))
         except ApiException as exc:
@@ -278,13 +276,9 @@ def wait_for_head_pod(api: CoreV1Api, namespace: str, cluster: str, wait_s: floa
         pod = pick_head_pod(pods)
         if pod is not None:
             return pod
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TunnelError(f"RayCluster {cluster!r} in namespace {namespace!r} has no Running and Ready head pod "
-                              f"after {wait_s:g}s ({describe_pods(pods)}); see `kubectl -n {namespace} get pods "
-                              f"-l {head_pod_selector(cluster)}`")
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 2, POD_POLL_MAX_S)
+    raise TunnelError(f"RayCluster {cluster!r} in namespace {namespace!r} has no Running and Ready head pod "
+                      f"after {wait_s:g}s ({describe_pods(pods)}); see `kubectl -n {namespace} get pods "
+                      f"-l {head_pod_selector(cluster)}`")
 
 
 def port_forward(api: CoreV1Api, namespace: str, pod: str, port: int) -> Stream:

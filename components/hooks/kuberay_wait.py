@@ -12,8 +12,7 @@ imports the Kubernetes client only when it polls.
 """
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -21,33 +20,20 @@ import pulumi
 import pulumi.dynamic
 from pulumi.runtime import rpc
 
+from components.clients.polling import SYSTEM_CLOCK, Backoff, Clock, Deadline, attempts
 from components.constants import RAY_GROUP
-from components.hooks.ray_job import spec_digest
+from components.specs.digest import spec_digest
 
 if TYPE_CHECKING:
     from kubernetes.client import CustomObjectsApi
 
 VERSION = "v1"
 PLURALS = {"RayJob": "rayjobs", "RayService": "rayservices"}
-POLL_FIRST_S = 2.0
-POLL_MAX_S = 15.0
+POLL = Backoff(first_s=2.0, max_s=15.0, factor=1.5)
 API_TIMEOUT_S = 30.0
 # Any change to these is an update, which waits again.
 INPUT_FIELDS = ("kind", "namespace", "name", "revision", "wait", "timeout_seconds", "kubeconfig", "kube_context")
 SECRET_FIELDS = ("kubeconfig",)
-
-
-@dataclass(frozen=True)
-class ClusterAccess:
-    """How a team stack reaches its Kubernetes cluster, for custom resources and their waiters."""
-
-    # The platform stack's kubeconfig output (a secret: document or path) and its context.
-    kubeconfig: pulumi.Input[str]
-    context: pulumi.Input[str] | None
-    # Options with the team's Kubernetes provider.
-    k8s_opts: pulumi.ResourceOptions
-    # What every object in the namespace is created after: namespace, quota, limits.
-    prerequisites: Sequence[pulumi.Resource] = ()
 
 
 @dataclass(frozen=True)
@@ -141,24 +127,17 @@ def progress_of(kind: str, obj: Mapping[str, Any], wait: str) -> Progress:
 # --- polling --------------------------------------------------------------------------------
 
 def poll(fetch: Callable[[], Mapping[str, Any] | None], interpret: Callable[[Mapping[str, Any]], Progress],
-         what: str, goal: str, timeout_s: float, hint: str,
-         sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> Progress:
+         what: str, goal: str, timeout_s: float, hint: str, clock: Clock = SYSTEM_CLOCK) -> Progress:
     """Read the CR until `interpret` says done (returned) or failed (raised), within `timeout_s`."""
-    started = clock()
-    delay = POLL_FIRST_S
-    while True:
+    for _ in attempts(POLL, Deadline(timeout_s, clock)):
         obj = fetch()
         progress = Progress(done=False, summary="not found (yet)") if obj is None else interpret(obj)
         if progress.failure is not None:
             raise KubeRayWaitError(f"{what} failed: {progress.failure}\n{hint}")
         if progress.done:
             return progress
-        remaining = timeout_s - (clock() - started)
-        if remaining <= 0:
-            raise KubeRayWaitError(f"{what} did not {goal} within {timeout_s:g}s (last status: {progress.summary}). "
-                                   f"It keeps going in the cluster; the next `pulumi up` waits again.\n{hint}")
-        sleep(min(delay, remaining))
-        delay = min(delay * 1.5, POLL_MAX_S)
+    raise KubeRayWaitError(f"{what} did not {goal} within {timeout_s:g}s (last status: {progress.summary}). "
+                           f"It keeps going in the cluster; the next `pulumi up` waits again.\n{hint}")
 
 
 def fetcher(api: CustomObjectsApi, kind: str, namespace: str, name: str) -> Callable[[], Mapping[str, Any] | None]:
@@ -182,7 +161,7 @@ def hint_for(kind: str, namespace: str, name: str) -> str:
             f"kubectl -n {namespace} get events --field-selector involvedObject.name={name}")
 
 
-def wait_for(props: Mapping[str, Any]) -> Progress:
+def wait_for(props: Mapping[str, Any], clock: Clock = SYSTEM_CLOCK) -> Progress:
     """The provider's create/update: poll the CR named in `props` until its wait is met."""
     from kubernetes.client import CustomObjectsApi
 
@@ -194,7 +173,7 @@ def wait_for(props: Mapping[str, Any]) -> Progress:
     with api_client(str(props["kubeconfig"]), cast("str | None", props.get("kube_context"))) as client:
         return poll(fetcher(CustomObjectsApi(client), kind, namespace, name),
                     lambda obj: progress_of(kind, obj, wait), f"{kind} {namespace}/{name}", goal,
-                    float(props.get("timeout_seconds") or 0), hint_for(kind, namespace, name))
+                    float(props.get("timeout_seconds") or 0), hint_for(kind, namespace, name), clock)
 
 
 # --- the dynamic resource -------------------------------------------------------------------
@@ -238,7 +217,9 @@ class KubeRayWaitArgs:
     revision: str
     wait: str
     timeout_seconds: int
-    access: ClusterAccess
+    # The platform stack's kubeconfig output (a secret: document or path) and its context.
+    kubeconfig: pulumi.Input[str]
+    kube_context: pulumi.Input[str] | None
 
 
 class KubeRayWait(pulumi.dynamic.Resource, name="KubeRayWait"):
@@ -250,7 +231,7 @@ class KubeRayWait(pulumi.dynamic.Resource, name="KubeRayWait"):
         props: dict[str, Any] = {
             "kind": args.kind, "namespace": args.namespace, "name": args.name, "revision": args.revision,
             "wait": args.wait, "timeout_seconds": args.timeout_seconds,
-            "kubeconfig": pulumi.Output.secret(args.access.kubeconfig), "kube_context": args.access.context,
+            "kubeconfig": pulumi.Output.secret(args.kubeconfig), "kube_context": args.kube_context,
             "state": None,
         }
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=list(SECRET_FIELDS)))
@@ -258,7 +239,7 @@ class KubeRayWait(pulumi.dynamic.Resource, name="KubeRayWait"):
 
 
 def wait_on(name: str, custom_resource: pulumi.Resource, manifest: Mapping[str, Any], wait: str,
-            timeout_seconds: int, access: ClusterAccess,
+            timeout_seconds: int, kubeconfig: pulumi.Input[str], kube_context: pulumi.Input[str] | None,
             parent: pulumi.Resource) -> tuple[pulumi.Resource, pulumi.Output[str] | None]:
     """(what later jobs wait for, the CR's status): a KubeRayWait on the CR when `wait` asks for
     one, else the CR itself and no status."""
@@ -267,6 +248,7 @@ def wait_on(name: str, custom_resource: pulumi.Resource, manifest: Mapping[str, 
     metadata = manifest["metadata"]
     waiter = KubeRayWait(f"{name}-wait", KubeRayWaitArgs(
         kind=manifest["kind"], namespace=metadata["namespace"], name=metadata["name"],
-        revision=spec_digest(manifest["spec"]), wait=wait, timeout_seconds=timeout_seconds, access=access),
+        revision=spec_digest(manifest["spec"]), wait=wait, timeout_seconds=timeout_seconds,
+        kubeconfig=kubeconfig, kube_context=kube_context),
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[custom_resource]))
     return waiter, waiter.state

@@ -18,7 +18,7 @@ from pulumi.stack_reference import StackReferenceOutputDetails
 from components.config.jobs import rayservice_owners
 from components.config.model import RayObservability, TeamStackConfig
 from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, RAY_DASHBOARD_PORT, RAY_SERVE_PORT
-from components.hooks.kuberay_wait import ClusterAccess
+from components.team.access import ClusterAccess
 from components.team.post_deploy import cluster_url, declare_jobs
 from components.team.ray_cluster import RayCluster, RayClusterArgs
 from components.specs.raycluster import head_service_name, observability_config_map, serve_service_name

@@ -20,9 +20,10 @@ from typing import Any
 
 import pulumi
 
+from components.clients.ray_jobs import RayJobArgs, endpoint_for
 from components.config.model import JobConfig, KubeRayJobConfig, KubeRayServiceConfig, TeamStackConfig
-from components.hooks.kuberay_wait import ClusterAccess
-from components.hooks.ray_job import RayJob, RayJobArgs, endpoint_for
+from components.hooks.ray_job import RayJob
+from components.team.access import ClusterAccess
 from components.team.ray_job_cr import RayJobCr, RayJobCrArgs
 from components.team.ray_service import RayService, RayServiceArgs
 from jobs.common import JOBS_DIR
@@ -64,7 +65,7 @@ def ray_job_args(job: JobConfig, *, dashboard_url: pulumi.Input[str], serve_endp
                  auth_token: pulumi.Input[str] | None, code_hash: str, team: str,
                  dashboard_access: str = "url",
                  kubeconfig: pulumi.Input[str] | None = None, kube_context: pulumi.Input[str] | None = None,
-                 namespace: str | None = None) -> RayJobArgs:
+                 namespace: str | None = None) -> RayJobArgs[pulumi.Input[str]]:
     app_name, route_prefix = serve_names(job) if job.kind == "serve" else (None, None)
     return RayJobArgs(
         job_name=job.name,

@@ -36,13 +36,14 @@ from components.config.fit import ephemeral_cluster
 from components.config.model import (
     RAYJOB_DIGEST_CHARS, SUBMITTER_CPU, SUBMITTER_MEMORY, JobConfig, KubeRayJobConfig, RayClusterConfig,
 )
-from components.constants import RAY_CLUSTER_LABEL
-from components.hooks.kuberay_wait import ClusterAccess, wait_on
+from components.constants import METADATA_JOB_NAME, METADATA_KIND, RAY_CLUSTER_LABEL
+from components.hooks.kuberay_wait import wait_on
 from components.specs.raycluster import (
     API_VERSION, container_security_context, off_gpu_nodes, pod_security_context, guaranteed_resources, common_labels,
     ray_cluster,
 )
-from components.hooks.ray_job import METADATA_JOB_NAME, METADATA_KIND, spec_digest
+from components.specs.digest import spec_digest
+from components.team.access import ClusterAccess
 from components.versions import RAY_IMAGE_CPU
 
 KIND = "RayJob"
@@ -149,5 +150,6 @@ class RayJobCr(pulumi.ComponentResource):
             spec=manifest["spec"],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.access.prerequisites, *args.depends_on]))
         self.done, self.status = wait_on(name, self.custom_resource, manifest, args.job.wait,
-                                         args.job.timeout_seconds, args.access, parent=self)
+                                         args.job.timeout_seconds, args.access.kubeconfig, args.access.context,
+                                         parent=self)
         self.register_outputs({"name": self.cr_name})

@@ -40,11 +40,12 @@ import yaml
 
 from components.config.model import JobConfig, KubeRayServiceConfig, RayClusterConfig
 from components.constants import LABEL_PREFIX, RAY_NODE_TYPE_LABEL, RAY_SERVE_PORT
-from components.hooks.kuberay_wait import ClusterAccess, wait_on
+from components.hooks.kuberay_wait import wait_on
 from components.specs.raycluster import (
     API_VERSION, INTERNAL_LB_ANNOTATIONS, common_labels,
     head_service_name, ray_cluster, serve_service_name,
 )
+from components.team.access import ClusterAccess
 from components.team.ray_cluster import cluster_secrets
 from components.team.ray_job_cr import SKIP_AWAIT, code_runtime_env
 from components.team.team import load_balancer_policy_spec
@@ -223,5 +224,5 @@ class RayService(pulumi.ComponentResource):
         self.head_service = head_service_name(cluster.name)
         self.serve_service = serve_service_name(cluster.name)
         self.done, self.status = wait_on(name, self.custom_resource, manifest, job.wait, job.timeout_seconds,
-                                         args.access, parent=self)
+                                         args.access.kubeconfig, args.access.context, parent=self)
         self.register_outputs({"name": cluster.name, "headService": self.head_service})
