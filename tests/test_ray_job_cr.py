@@ -1,5 +1,5 @@
-"""`submission: kuberay` batch jobs as RayJob custom resources (components/team/ray_job_cr.py), the
-quota they need, and waiting for them (components/hooks/kuberay_wait.py).
+"""`submission: kuberay` batch jobs as RayJob custom resources (components/team/ray_job_cr.py) and
+the quota they need (waiting for them: tests/hooks/test_kuberay_wait.py).
 
 Every RayJob rendered for every team stack validates strictly against the pinned KubeRay CRD and
 keeps the platform's contracts; the entrypoint and runtime env a RayJob carries run for real on
@@ -17,20 +17,18 @@ import pytest
 import yaml
 from ray.job_submission import JobSubmissionClient
 
-import components.hooks.kuberay_wait as wait_mod
 from components.config.fit import ephemeral_cluster, kuberay_demand, max_demand
 from components.config.model import (
     CODE_URI, DNS1035, KUBERAY_CR_NAME_MAX, JobConfig, JobResources, KubeRayJobConfig, RayClusterConfig,
     WorkerGroupConfig,
 )
 from components.constants import GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
-from components.hooks.kuberay_wait import KubeRayWaitError, KubeRayWaitProvider, Progress, poll, rayjob_progress
 from components.team.post_deploy import JOBS_DIR, entrypoint
-from components.team.ray_job_cr import KIND, SUBMITTER_CONTAINER, ray_job, spec_digest
+from components.specs.digest import spec_digest
+from components.team.ray_job_cr import KIND, SUBMITTER_CONTAINER, ray_job
 from components.versions import RAY_VERSION
 from jobs.common import parse_result
 from tests.stacks import config_of, ids, manifests_of, ray_pods, rendered, stack_files
-from tests.test_k8s_tunnel import KUBECONFIG
 from tools.k8s_schema import validate_object
 from tools.local_ray import LocalRay
 from tools.render import STACKS_DIR
@@ -171,108 +169,6 @@ def test_ephemeral_clusters_take_only_the_capped_groups_and_no_gcs_state() -> No
     everything = core_job(ephemeral=True)
     assert len(ray_job(everything, CLUSTER, "team-x", "x", entrypoint(everything))["spec"]["rayClusterSpec"][
         "workerGroupSpecs"]) == 2
-
-
-# --- what a RayJob status means ----------------------------------------------------------------
-
-STATUSES = [
-    ("new", {}, "succeeded", False, None),
-    ("initializing", {"jobDeploymentStatus": "Initializing", "rayClusterName": "train-digits-465312-rk2xq",
-                      "jobId": "train-digits-465312-8wz5c", "startTime": "2026-03-01T10:00:00Z"},
-     "succeeded", False, None),
-    ("running", {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING",
-                 "dashboardURL": "train-digits-465312-rk2xq-head-svc.team-vision.svc.cluster.local:8265"},
-     "succeeded", False, None),
-    ("running is enough", {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}, "running", True, None),
-    ("pending job, running deployment", {"jobDeploymentStatus": "Running", "jobStatus": "PENDING"}, "running",
-     True, None),
-    ("succeeded", {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "succeeded": 1, "failed": 0,
-                   "message": "Job finished successfully.", "endTime": "2026-03-01T10:20:00Z"},
-     "succeeded", True, None),
-    ("app failed", {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "reason": "AppFailed", "failed": 2,
-                    "message": "Job entrypoint command failed with exit code 1"},
-     "succeeded", False, "jobDeploymentStatus Failed, jobStatus FAILED, reason AppFailed: Job entrypoint command "
-                         "failed with exit code 1 (2 failed attempt(s))"),
-    ("deadline", {"jobDeploymentStatus": "Failed", "jobStatus": "RUNNING", "reason": "DeadlineExceeded",
-                  "message": "The RayJob has passed the activeDeadlineSeconds. StartTime: 2026-03-01T10:00:00Z. "
-                             "ActiveDeadlineSeconds: 3600"}, "running", False, "reason DeadlineExceeded"),
-    ("submission failed", {"jobDeploymentStatus": "Failed", "reason": "SubmissionFailed",
-                           "message": "Job submission has failed. Reason: BackoffLimitExceeded"},
-     "succeeded", False, "reason SubmissionFailed: Job submission has failed"),
-    ("invalid spec", {"jobDeploymentStatus": "ValidationFailed", "reason": "ValidationFailed",
-                      "message": "The RayJob spec is invalid: BackoffLimit is incompatible with ClusterSelector mode"},
-     "succeeded", False, "BackoffLimit is incompatible with ClusterSelector mode"),
-    ("stopped", {"jobDeploymentStatus": "Complete", "jobStatus": "STOPPED"}, "succeeded", False,
-     "jobDeploymentStatus Complete, jobStatus STOPPED"),
-    ("retrying", {"jobDeploymentStatus": "Retrying", "jobStatus": "FAILED", "failed": 1}, "succeeded", False, None),
-    ("suspended", {"jobDeploymentStatus": "Suspended"}, "succeeded", False, "suspended: it will not run"),
-]
-
-
-@pytest.mark.parametrize(("status", "wait", "done", "failure"), [s[1:] for s in STATUSES],
-                         ids=[s[0] for s in STATUSES])
-def test_rayjob_status_interpretation(status: Obj, wait: str, done: bool, failure: str | None) -> None:
-    progress = rayjob_progress({"status": status}, wait)
-    assert progress.done is done
-    if failure is None:
-        assert progress.failure is None
-    else:
-        assert progress.failure is not None and failure in progress.failure
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_polling_returns_when_done_and_fails_with_the_status_reason() -> None:
-    answers = iter([None, {"status": {"jobDeploymentStatus": "Initializing"}},
-                    {"status": {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}}])
-    clock = Clock()
-    done = poll(lambda: next(answers), lambda o: rayjob_progress(o, "succeeded"), "RayJob ns/j", "succeed", 60,
-                "hint", sleep=clock.sleep, clock=clock)
-    assert done.done and clock.now > 0
-
-    failed = {"status": {"jobDeploymentStatus": "Failed", "reason": "AppFailed", "message": "boom"}}
-    with pytest.raises(KubeRayWaitError, match=r"RayJob ns/j failed: .*reason AppFailed: boom\nhint"):
-        poll(lambda: failed, lambda o: rayjob_progress(o, "succeeded"), "RayJob ns/j", "succeed", 60, "hint",
-             sleep=clock.sleep, clock=clock)
-
-    clock = Clock()
-    running = {"status": {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}}
-    with pytest.raises(KubeRayWaitError, match=r"did not succeed within 30s \(last status: jobDeploymentStatus "
-                                               r"Running, jobStatus RUNNING\)\. It keeps going"):
-        poll(lambda: running, lambda o: rayjob_progress(o, "succeeded"), "RayJob ns/j", "succeed", 30, "hint",
-             sleep=clock.sleep, clock=clock)
-    assert clock.now == pytest.approx(30)
-
-
-def test_the_waiter_reads_the_cr_through_the_platform_kubeconfig(monkeypatch: pytest.MonkeyPatch) -> None:
-    reads: list[tuple[str, str, str]] = []
-
-    def fetcher(_api: Any, kind: str, namespace: str, name: str) -> Any:
-        reads.append((kind, namespace, name))
-        return lambda: {"status": {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}}
-
-    monkeypatch.setattr(wait_mod, "fetcher", fetcher)
-    props = {"kind": "RayJob", "namespace": "team-x", "name": "core-stats-abc123", "revision": "r1",
-             "wait": "succeeded", "timeout_seconds": 60.0, "kubeconfig": KUBECONFIG, "kube_context": "test"}
-    created = KubeRayWaitProvider().create(props)
-    assert created.id == "team-x/core-stats-abc123"
-    assert (created.outs or {})["state"] == "jobDeploymentStatus Complete, jobStatus SUCCEEDED"
-    assert reads == [("RayJob", "team-x", "core-stats-abc123")]
-    provider = KubeRayWaitProvider()
-    assert not provider.diff("id", props, dict(props)).changes
-    changed = provider.diff("id", props, {**props, "name": "core-stats-def456", "revision": "r2"})
-    assert changed.changes and not changed.replaces
-    assert provider.read("team-x/core-stats-abc123", props).outs == props
-    assert Progress(done=True, summary="s").failure is None
 
 
 # --- the RayJob's entrypoint and runtime env, for real on the local Ray head --------------------

@@ -27,9 +27,11 @@ from components.clients.k8s_tunnel import (
     Tunnel, TunnelError, dashboard_port, describe_pods, head_pod_selector, kubeconfig_source, pick_head_pod, relay,
     wait_for_head_pod,
 )
-from components.hooks.ray_job import (
-    DashboardUnreachable, JobClient, RayJob, RayJobArgs, RayJobProvider, check_failures, submission_id_for,
-)
+from components.clients.ray_dashboard import DashboardUnreachable, JobClient
+from components.clients.ray_jobs import RayJobArgs
+from components.hooks.ray_job import RayJob, RayJobProvider, check_failures
+from components.specs.digest import submission_id_for
+from tests.clock import FakeClock
 from tests.stacks import rendered
 from tools.local_ray import LocalRay
 from tools.render import SECRET, STACKS_DIR
@@ -223,10 +225,11 @@ def test_waiting_for_the_head_pod_polls_then_names_what_it_saw(monkeypatch: pyte
         return next(answers)
 
     monkeypatch.setattr(tunnel_mod, "list_pods", list_pods)
-    monkeypatch.setattr(tunnel_mod, "POD_POLL_FIRST_S", 0.01)
-    found = wait_for_head_pod(object(), "team-demo", "demo", 30)  # type: ignore[arg-type]
+    clock = FakeClock()
+    found = wait_for_head_pod(object(), "team-demo", "demo", 30, clock)  # type: ignore[arg-type]
     assert found["metadata"]["name"] == "h"
     assert seen == [("team-demo", "ray.io/cluster=demo,ray.io/node-type=head")] * 3
+    assert clock.sleeps == [1.0, 2.0]
 
     monkeypatch.setattr(tunnel_mod, "list_pods", lambda *_: [pod("h", "t", ready=False)])
     with pytest.raises(TunnelError, match=r"RayCluster 'demo' in namespace 'team-demo' has no Running and Ready "
@@ -258,7 +261,7 @@ def fake_cluster(ray_head: LocalRay, monkeypatch: pytest.MonkeyPatch) -> dict[st
     return record
 
 
-def tunnel_args(tmp_path: Path, job_name: str, **overrides: Any) -> RayJobArgs:
+def tunnel_args(tmp_path: Path, job_name: str, **overrides: Any) -> RayJobArgs[Any]:
     (tmp_path / "hello.py").write_text("print('through the tunnel')\nprint('ray-platform-result: {\"hops\": 2}')\n")
     values: dict[str, Any] = dict(
         job_name=job_name, kind="core", entrypoint="python hello.py", runtime_env={"working_dir": str(tmp_path)},
@@ -270,7 +273,7 @@ def tunnel_args(tmp_path: Path, job_name: str, **overrides: Any) -> RayJobArgs:
     return RayJobArgs(**values)
 
 
-def props_of(args: RayJobArgs) -> dict[str, Any]:
+def props_of(args: RayJobArgs[Any]) -> dict[str, Any]:
     return {k: (float(v) if isinstance(v, int) and not isinstance(v, bool) else v)
             for k, v in vars(args).items() if v is not None}
 
@@ -281,7 +284,7 @@ def test_the_hook_submits_through_the_tunnel_and_the_job_succeeds(fake_cluster: 
     args = tunnel_args(tmp_path, "tunnelled")
     created = RayJobProvider().create(props_of(args))
     outs = created.outs or {}
-    assert created.id == submission_id_for(args)
+    assert created.id == submission_id_for(vars(args))
     assert outs["status"] == "SUCCEEDED" and outs["result"] == {"hops": 2}
     # People get the cluster's own address, not the tunnel's throwaway port.
     assert outs["dashboard_url"] == "http://demo-head-svc.team-demo.svc:8265"

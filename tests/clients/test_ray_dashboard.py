@@ -1,0 +1,83 @@
+"""The Ray dashboard client (components/clients/ray_dashboard.py): pure helpers, and its waits on a
+fake clock against a port nobody listens on or a stand-in client. The real-head tests of the
+same code run through the hook, in tests/hooks/test_ray_job.py."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from components.clients.polling import Deadline
+from components.clients.ray_dashboard import (
+    DashboardUnreachable, RayJobError, config_without_app, log_tail, poll_job, wait_for_dashboard,
+)
+from tests.clock import FakeClock
+from tools.local_ray import free_port
+
+
+def test_log_tail_strips_colours() -> None:
+    assert log_tail("\x1b[36mone\x1b[0m\ntwo\nthree\n", 2) == "two\nthree"
+
+
+def test_config_without_app_keeps_other_declarative_apps() -> None:
+    details = {
+        "http_options": {"host": "127.0.0.1", "port": 8000}, "proxy_location": "EveryNode",
+        "grpc_options": {}, "target_capacity": None,
+        "applications": {
+            "a": {"source": "declarative", "deployed_app_config": {"name": "a", "import_path": "m:a"}},
+            "b": {"source": "declarative", "deployed_app_config": {"name": "b", "import_path": "m:b"}},
+            "c": {"source": "imperative", "deployed_app_config": None},
+        },
+    }
+    assert config_without_app(details, "a") == {
+        "applications": [{"name": "b", "import_path": "m:b"}],
+        "http_options": {"host": "127.0.0.1", "port": 8000}, "grpc_options": {}, "proxy_location": "EveryNode",
+    }
+
+
+def test_dashboard_wait_gives_up_within_its_bound() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    clock = FakeClock()
+    with pytest.raises(DashboardUnreachable) as err:
+        wait_for_dashboard(url, "tok-123", 2, clock)
+    # 0.5, 1, then what is left of the 2 s: four attempts, the last one at the bound.
+    assert clock.sleeps == [0.5, 1.0, 0.5] and clock.now() == 2
+    text = str(err.value)
+    assert url in text and "within 2s" in text and "4 attempts over 2.0s" in text
+    assert "Connection refused" in text and "tok-123" not in text
+
+
+@dataclass
+class _Details:
+    status: str
+
+
+class _ScriptedClient:
+    """`info` answers from a script; the rest of JobClient is not needed by poll_job."""
+
+    def __init__(self, *statuses: str | None) -> None:
+        self.statuses = list(statuses)
+
+    def info(self, _submission_id: str) -> _Details | None:
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        return None if status is None else _Details(status)
+
+
+def poll(client: _ScriptedClient, targets: frozenset[str], deadline: Deadline) -> Any:
+    return poll_job(client, "job-1", targets, deadline)  # type: ignore[arg-type]
+
+
+def test_poll_job_returns_on_a_target_or_terminal_status_or_at_the_deadline() -> None:
+    clock = FakeClock()
+    running = poll(_ScriptedClient("PENDING", "PENDING", "RUNNING"), frozenset({"RUNNING"}), Deadline(60, clock))
+    assert running.status == "RUNNING" and clock.sleeps == [0.5, 0.5]
+    assert poll(_ScriptedClient("PENDING", "FAILED"), frozenset({"RUNNING"}), Deadline(60, clock)).status == "FAILED"
+
+    clock = FakeClock()
+    assert poll(_ScriptedClient("RUNNING"), frozenset({"SUCCEEDED"}), Deadline(10, clock)).status == "RUNNING"
+    assert clock.now() == 10 and len(clock.sleeps) == 20
+
+    with pytest.raises(RayJobError, match=r"Ray job job-1 disappeared from the cluster"):
+        poll(_ScriptedClient("RUNNING", None), frozenset({"SUCCEEDED"}), Deadline(10, FakeClock()))
+

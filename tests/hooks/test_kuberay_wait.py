@@ -1,0 +1,172 @@
+"""Waiting in `pulumi up` for KubeRay custom resources (components/hooks/kuberay_wait.py): what a
+RayJob status means, the poll on a fake clock, and the provider reading the CR through the
+platform's kubeconfig from a stand-in CustomObjectsApi (the one call that needs an API server).
+"""
+from __future__ import annotations
+
+from itertools import islice
+from typing import Any
+
+import kubernetes.client
+import pytest
+import yaml
+from kubernetes.client.exceptions import ApiException
+
+from components.hooks.kuberay_wait import (
+    POLL, KubeRayWaitError, KubeRayWaitProvider, Progress, fetcher, poll, rayjob_progress,
+)
+from tests.clock import FakeClock
+
+Obj = dict[str, Any]
+
+
+# --- what a RayJob status means ----------------------------------------------------------------
+
+STATUSES = [
+    ("new", {}, "succeeded", False, None),
+    ("initializing", {"jobDeploymentStatus": "Initializing", "rayClusterName": "train-digits-465312-rk2xq",
+                      "jobId": "train-digits-465312-8wz5c", "startTime": "2026-03-01T10:00:00Z"},
+     "succeeded", False, None),
+    ("running", {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING",
+                 "dashboardURL": "train-digits-465312-rk2xq-head-svc.team-vision.svc.cluster.local:8265"},
+     "succeeded", False, None),
+    ("running is enough", {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}, "running", True, None),
+    ("pending job, running deployment", {"jobDeploymentStatus": "Running", "jobStatus": "PENDING"}, "running",
+     True, None),
+    ("succeeded", {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "succeeded": 1, "failed": 0,
+                   "message": "Job finished successfully.", "endTime": "2026-03-01T10:20:00Z"},
+     "succeeded", True, None),
+    ("app failed", {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "reason": "AppFailed", "failed": 2,
+                    "message": "Job entrypoint command failed with exit code 1"},
+     "succeeded", False, "jobDeploymentStatus Failed, jobStatus FAILED, reason AppFailed: Job entrypoint command "
+                         "failed with exit code 1 (2 failed attempt(s))"),
+    ("deadline", {"jobDeploymentStatus": "Failed", "jobStatus": "RUNNING", "reason": "DeadlineExceeded",
+                  "message": "The RayJob has passed the activeDeadlineSeconds. StartTime: 2026-03-01T10:00:00Z. "
+                             "ActiveDeadlineSeconds: 3600"}, "running", False, "reason DeadlineExceeded"),
+    ("submission failed", {"jobDeploymentStatus": "Failed", "reason": "SubmissionFailed",
+                           "message": "Job submission has failed. Reason: BackoffLimitExceeded"},
+     "succeeded", False, "reason SubmissionFailed: Job submission has failed"),
+    ("invalid spec", {"jobDeploymentStatus": "ValidationFailed", "reason": "ValidationFailed",
+                      "message": "The RayJob spec is invalid: BackoffLimit is incompatible with ClusterSelector mode"},
+     "succeeded", False, "BackoffLimit is incompatible with ClusterSelector mode"),
+    ("stopped", {"jobDeploymentStatus": "Complete", "jobStatus": "STOPPED"}, "succeeded", False,
+     "jobDeploymentStatus Complete, jobStatus STOPPED"),
+    ("retrying", {"jobDeploymentStatus": "Retrying", "jobStatus": "FAILED", "failed": 1}, "succeeded", False, None),
+    ("suspended", {"jobDeploymentStatus": "Suspended"}, "succeeded", False, "suspended: it will not run"),
+]
+
+
+@pytest.mark.parametrize(("status", "wait", "done", "failure"), [s[1:] for s in STATUSES],
+                         ids=[s[0] for s in STATUSES])
+def test_rayjob_status_interpretation(status: Obj, wait: str, done: bool, failure: str | None) -> None:
+    progress = rayjob_progress({"status": status}, wait)
+    assert progress.done is done
+    if failure is None:
+        assert progress.failure is None
+    else:
+        assert progress.failure is not None and failure in progress.failure
+
+
+def test_the_cr_is_polled_from_every_2_s_up_to_every_15_s() -> None:
+    assert list(islice(POLL.delays(), 7)) == [2.0, 3.0, 4.5, 6.75, 10.125, 15.0, 15.0]
+
+
+def test_polling_returns_when_done_and_fails_with_the_status_reason() -> None:
+    answers = iter([None, {"status": {"jobDeploymentStatus": "Initializing"}},
+                    {"status": {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}}])
+    clock = FakeClock()
+    done = poll(lambda: next(answers), lambda o: rayjob_progress(o, "succeeded"), "RayJob ns/j", "succeed", 60,
+                "hint", clock)
+    assert done.done and clock.sleeps == [POLL.first_s, POLL.first_s * POLL.factor]
+
+    failed = {"status": {"jobDeploymentStatus": "Failed", "reason": "AppFailed", "message": "boom"}}
+    with pytest.raises(KubeRayWaitError, match=r"RayJob ns/j failed: .*reason AppFailed: boom\nhint"):
+        poll(lambda: failed, lambda o: rayjob_progress(o, "succeeded"), "RayJob ns/j", "succeed", 60, "hint", clock)
+
+    clock = FakeClock()
+    running = {"status": {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}}
+    with pytest.raises(KubeRayWaitError, match=r"did not succeed within 30s \(last status: jobDeploymentStatus "
+                                               r"Running, jobStatus RUNNING\)\. It keeps going"):
+        poll(lambda: running, lambda o: rayjob_progress(o, "succeeded"), "RayJob ns/j", "succeed", 30, "hint", clock)
+    assert clock.now() == pytest.approx(30)
+
+
+# --- reading the CR -----------------------------------------------------------------------------
+
+COMPLETE: Obj = {"status": {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}}
+# Two contexts on two servers: the waiter must use the one the platform stack names.
+KUBECONFIG = yaml.safe_dump({
+    "apiVersion": "v1", "kind": "Config", "current-context": "other",
+    "clusters": [{"name": "other", "cluster": {"server": "https://127.0.0.1:2"}},
+                 {"name": "platform", "cluster": {"server": "https://127.0.0.1:1"}}],
+    "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
+    "contexts": [{"name": "other", "context": {"cluster": "other", "user": "u"}},
+                 {"name": "platform", "context": {"cluster": "platform", "user": "u"}}],
+})
+
+
+class FakeCustomObjects:
+    """The one CustomObjectsApi call the waiter makes, answered from a script: an object, or an HTTP
+    status to fail with; `host` is the API server of the client it was built with."""
+
+    def __init__(self, answers: list[Obj | int], client: Any = None) -> None:
+        self.answers = answers
+        self.reads: list[tuple[str, ...]] = []
+        self.host = client.configuration.host if client is not None else None
+
+    def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str,
+                                     _request_timeout: float) -> Obj:
+        self.reads.append((group, version, namespace, plural, name))
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, int):
+            raise ApiException(status=answer, reason="Internal Server Error" if answer == 500 else "Not Found")
+        return answer
+
+
+def test_the_waiter_reads_the_cr_through_the_platform_kubeconfig(monkeypatch: pytest.MonkeyPatch) -> None:
+    apis: list[FakeCustomObjects] = []
+
+    def api(client: Any) -> FakeCustomObjects:
+        apis.append(FakeCustomObjects([COMPLETE], client))
+        return apis[-1]
+
+    monkeypatch.setattr(kubernetes.client, "CustomObjectsApi", api)
+    props = {"kind": "RayJob", "namespace": "team-x", "name": "core-stats-abc123", "revision": "r1",
+             "wait": "succeeded", "timeout_seconds": 60.0, "kubeconfig": KUBECONFIG, "kube_context": "platform"}
+    created = KubeRayWaitProvider().create(props)
+    assert created.id == "team-x/core-stats-abc123"
+    assert (created.outs or {})["state"] == "jobDeploymentStatus Complete, jobStatus SUCCEEDED"
+    (used,) = apis
+    assert used.host == "https://127.0.0.1:1"
+    assert used.reads == [("ray.io", "v1", "team-x", "rayjobs", "core-stats-abc123")]
+    provider = KubeRayWaitProvider()
+    assert not provider.diff("id", props, dict(props)).changes
+    changed = provider.diff("id", props, {**props, "name": "core-stats-def456", "revision": "r2"})
+    assert changed.changes and not changed.replaces
+    assert provider.read("team-x/core-stats-abc123", props).outs == props
+    assert Progress(done=True, summary="s").failure is None
+
+
+def wait_on(answers: list[Obj | int], kind: str = "RayJob", timeout_s: float = 60) -> tuple[Progress, FakeClock]:
+    clock = FakeClock()
+    api = FakeCustomObjects(answers)
+    progress = poll(fetcher(api, kind, "team-x", "core-stats"),  # type: ignore[arg-type]
+                    lambda o: rayjob_progress(o, "succeeded"), f"{kind} team-x/core-stats", "succeed", timeout_s,
+                    "hint", clock)
+    assert set(api.reads) == {("ray.io", "v1", "team-x", "rayjobs" if kind == "RayJob" else "rayservices",
+                               "core-stats")}
+    return progress, clock
+
+
+def test_a_cr_not_found_yet_is_waited_for() -> None:
+    progress, clock = wait_on([404, 404, COMPLETE])
+    assert progress.done and len(clock.sleeps) == 2
+    with pytest.raises(KubeRayWaitError, match=r"RayJob team-x/core-stats did not succeed within 10s "
+                                               r"\(last status: not found \(yet\)\)"):
+        wait_on([404], timeout_s=10)
+
+
+def test_a_failed_read_fails_the_wait_with_its_http_status() -> None:
+    with pytest.raises(KubeRayWaitError, match=r"^reading RayService team-x/core-stats failed: "
+                                               r"HTTP 500 Internal Server Error"):
+        wait_on([500], kind="RayService")
