@@ -69,10 +69,9 @@ def test_kuberay_crds_are_established(controlplane):
         assert conditions.get("Established") == "True", name
 
 
-def test_kuberay_operator_runs_against_the_api_server(controlplane):
+def test_kuberay_operator_runs_against_the_api_server(operator):
     state = cp.load_state()
-    entry = state["procs"]["kuberay-operator"]
-    assert cp._ours(entry)
+    assert cp._ours(operator)
     port = state["ports"]["operator-probe"]
     assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200
 
@@ -115,7 +114,7 @@ spec:
 """
 
 
-def test_operator_creates_pods_for_a_raycluster_and_kwok_runs_them(controlplane):
+def test_operator_creates_pods_for_a_raycluster_and_kwok_runs_them(operator):
     manifest = RAYCLUSTER.format(ray=V.RAY_VERSION, image=V.RAY_IMAGE_CPU, gpu_image=V.RAY_IMAGE_GPU,
                                  pool_label=C.NODE_POOL_LABEL, taint_key=C.GPU_TAINT_KEY,
                                  taint_value=C.GPU_TAINT_VALUE, taint_effect=C.GPU_TAINT_EFFECT,

@@ -468,13 +468,28 @@ def up(args: argparse.Namespace) -> int:
     write_env_sh(state)
     if not args.no_platform:
         deploy_platform()
+    rc = 0
     if args.no_operator:
         log("KubeRay operator not started (--no-operator)")
+    elif operator_missing():
+        log(f"KubeRay operator NOT started: {operator_missing()}")
+        rc = 1
     else:
         start_operator(state)
     log(f"up in {time.monotonic() - t0:.1f}s; chart mirror {mirror}")
     log(f"source {ENV_SH}   # then kubectl get nodes, pulumi ...; `make e2e-down` stops it all")
-    return 0
+    return rc
+
+
+def operator_missing() -> str:
+    """Why the operator cannot start ("" if it can): the pinned build is missing and none was given."""
+    if os.environ.get("RAY_PLATFORM_E2E_KUBERAY_OPERATOR"):
+        return ""
+    if (toolchain.bin_dir() / "kuberay-operator").exists():
+        return ""
+    why = toolchain.load_manifest().get("tools", {}).get("kuberay", {}).get("error", "not built")
+    return (f"no kuberay-operator {_V['KUBERAY_VERSION']} in the toolchain ({why.splitlines()[0]}); "
+            "RAY_PLATFORM_E2E_KUBERAY_OPERATOR=<binary> runs a given one")
 
 
 def down(_args: argparse.Namespace) -> int:
@@ -491,6 +506,7 @@ def down(_args: argparse.Namespace) -> int:
     # so nobody sources a dead cluster's settings.
     ENV_SH.unlink(missing_ok=True)
     state["ports"] = {}
+    state.pop("operator", None)
     save_state(state)
     log("down: no e2e process left")
     return 0

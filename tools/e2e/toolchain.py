@@ -324,7 +324,7 @@ class Ctx:
 
 
 def _k8s(ctx: Ctx) -> dict:
-    v = ctx.pins["kubernetes"]  # v1.34.4
+    v = ctx.pins["kubernetes"]  # vMAJOR.MINOR.PATCH
     major, minor = v.lstrip("v").split(".")[:2]
     staging = f"v0.{minor}.{v.split('.')[2]}"
     flags = []
