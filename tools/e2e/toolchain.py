@@ -5,6 +5,7 @@
     python -m tools.e2e.toolchain env         # shell exports: PATH, PULUMI_HOME, ...
     python -m tools.e2e.toolchain pins        # the pins and the cache key
     python -m tools.e2e.toolchain status      # what is built, what is missing
+    python -m tools.e2e.toolchain lock        # record the wrappers' go.mod/go.sum in tools/e2e/gomod/
 
 Every version comes from one place: the Python pins (`pulumi`, `pulumi-kubernetes`) from
 requirements.txt, everything else from components/versions.py (KUBERAY_VERSION and the section
@@ -48,6 +49,9 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[2]
+# Committed go.sum (and go.mod, for review) of each wrapper module: a build starts from them, so every
+# module a build has used before is checked against the recorded hash. `lock` refreshes them.
+LOCK_DIR = Path(__file__).resolve().parent / "gomod"
 RECIPE = 1  # bump when the build recipe changes in a way that changes the binaries
 
 
@@ -289,6 +293,8 @@ class Wrapper:
             lines += ["replace ("] + [f"\t{k} => {v}" for k, v in sorted(replace.items())] + [")", ""]
         (wdir / "go.mod").write_text("\n".join(lines))
         imports = "\n".join(f'\t_ "{p}"' for p in self.packages)
+        if (LOCK_DIR / self.name / "go.sum").exists():
+            shutil.copyfile(LOCK_DIR / self.name / "go.sum", wdir / "go.sum")
         (wdir / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
         logfile = wdir / "build.log"
         out.mkdir(parents=True, exist_ok=True)
@@ -492,6 +498,15 @@ def tools(p: dict[str, str]) -> list[Tool]:
 
 def _from_path(tool: Tool, bindir: Path) -> bool:
     """Link a binary already on PATH at the pinned version instead of building it."""
+    if tool.name == "pulumi-language-python" and (bindir / "pulumi").is_symlink():
+        # A Pulumi CLI taken from PATH brings its own language host beside it (same installation).
+        home = Path(os.readlink(bindir / "pulumi")).parent
+        if all((home / b).exists() for b in tool.binaries):
+            for b in tool.binaries:
+                (bindir / b).unlink(missing_ok=True)
+                (bindir / b).symlink_to(home / b)
+            log(f"{tool.name}: using the one beside {home / 'pulumi'}")
+            return True
     if not tool.probe:
         return False
     path = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
@@ -619,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="build what is missing (once; cached by the pins)")
     b.add_argument("--only", default="", help="comma-separated tool names (see `status`)")
     b.add_argument("--keep-going", action="store_true", help="build the other tools when one fails")
+    sub.add_parser("lock", help=f"copy the built wrappers' go.mod/go.sum to {LOCK_DIR.relative_to(REPO)}/")
     sub.add_parser("path", help="print the bin directory")
     sub.add_parser("env", help="print shell exports for the toolchain")
     sub.add_parser("pins", help="print the pins and the cache key")
@@ -626,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "build":
         return build([s for s in a.only.split(",") if s] or None, a.keep_going)
+    if a.cmd == "lock":
+        return lock()
     if a.cmd == "path":
         print(bin_dir())
     elif a.cmd == "env":
@@ -635,6 +653,19 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"key": cache_key(), "cache": str(key_dir()), "pins": pins()}, indent=2))
     elif a.cmd == "status":
         return status()
+    return 0
+
+
+def lock() -> int:
+    ok = {n for n, e in load_manifest().get("tools", {}).items() if e.get("ok") and e.get("wrapper")}
+    for name in sorted(ok):
+        wdir = Path(load_manifest()["tools"][name]["wrapper"]).parent
+        dest = LOCK_DIR / wdir.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in ("go.mod", "go.sum"):
+            if (wdir / f).exists():
+                shutil.copyfile(wdir / f, dest / f)
+        print(f"{dest.relative_to(REPO)}: go.mod, go.sum from {wdir}")
     return 0
 
 
