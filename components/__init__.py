@@ -1,1 +1,1 @@
-"""Pulumi components of ray-platform: one ComponentResource per module."""
+"""The ray-platform program in layers: config, specs, clients, hooks, platform and team (tests/test_layers.py)."""

@@ -31,9 +31,10 @@ from components.config.model import (
 from components.config.stack import parse
 from components.config.stack_files import platform_lookup_from_dir
 from components.constants import GPU_NODE_LABEL, GPU_TAINT_EFFECT, GPU_TAINT_KEY, RAY_METRICS_PORT
-from components.platform.observability import (
-    ADMIN_SECRET, DASHBOARD_LABEL, DATASOURCE, FOLDER_ANNOTATION, MONITORING_API, RAY_DASHBOARDS, TEAM_NAMESPACES,
-    alert_groups, dcgm_dashboard, dcgm_exporter_values, pod_monitors, prometheus_rule, ray_dashboard_file,
+from components.platform.observability import TEAM_NAMESPACES
+from components.specs.monitoring import (
+    ADMIN_SECRET, DASHBOARD_LABEL, DATASOURCE, FOLDER_ANNOTATION, MONITORING_API, RAY_DASHBOARDS, alert_groups,
+    dcgm_dashboard, dcgm_exporter_values, pod_monitors, prometheus_rule, ray_dashboard_file,
 )
 from components.specs.raycluster import (
     GRAFANA_HOST_ENV, GRAFANA_IFRAME_HOST_ENV, HEAD_CONTAINER, METRICS_PORT_NAMES, OBSERVABILITY_CONFIG_MAP,

@@ -11,7 +11,7 @@ import pytest
 from components.specs import iam_policies
 from components.config.model import GpuPoolConfig
 from components.platform.eks_cluster import kubeconfig_document
-from components.platform.gpu_node_pool import CA_TEMPLATE_PREFIX, autoscaler_node_template_tags, pool_labels
+from components.specs.gpu_nodes import CA_TEMPLATE_PREFIX, autoscaler_node_template_tags, pool_labels
 from components.platform.kuberay_operator import crd_urls
 from components.platform.network import subnet_cidrs
 from components.versions import EKS_VERSIONS, KUBERAY_VERSION, RAY_IMAGE_CPU, RAY_IMAGE_GPU, RAY_VERSION

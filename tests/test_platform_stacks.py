@@ -12,7 +12,7 @@ from components.platform.block_storage import EBS_CSI_ADDON, EBS_CSI_SERVICE_ACC
 from components.constants import (
     EKS_TAINT_EFFECT, GPU_NODE_LABEL, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL,
 )
-from components.platform.gpu_node_pool import CA_TEMPLATE_PREFIX
+from components.specs.gpu_nodes import CA_TEMPLATE_PREFIX
 from components.specs.iam_policies import EBS_CSI_DRIVER_POLICY
 from components.versions import (
     CLUSTER_AUTOSCALER_CHART_VERSION, KUBERAY_VERSION, NVIDIA_DEVICE_PLUGIN_VERSION,

@@ -25,7 +25,7 @@ from components.config.model import (
 from components.constants import GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
 from components.team.post_deploy import JOBS_DIR, entrypoint
 from components.specs.digest import spec_digest
-from components.team.ray_job_cr import KIND, SUBMITTER_CONTAINER, ray_job
+from components.specs.rayjob import KIND, SUBMITTER_CONTAINER, ray_job
 from components.versions import RAY_VERSION
 from jobs.common import parse_result
 from tests.stacks import config_of, ids, manifests_of, ray_pods, rendered, stack_files

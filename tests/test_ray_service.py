@@ -25,7 +25,7 @@ from components.constants import GPU_TAINT_KEY
 from components.hooks.kuberay_wait import rayservice_progress
 from components.team.post_deploy import effective_settings
 from components.specs.raycluster import INTERNAL_LB_ANNOTATIONS
-from components.team.ray_service import (
+from components.specs.rayservice import (
     IMPORT_PATH, INITIALIZING_TIMEOUT_ANNOTATION, KIND, RAY_SERVICE_LABEL, SERVE_DEPLOYMENT, deployment_options,
     ray_service,
 )

@@ -1,9 +1,9 @@
-"""Copy the Grafana dashboards Ray generates into components/platform/dashboards/.
+"""Copy the Grafana dashboards Ray generates into components/specs/dashboards/.
 
 Ray writes its dashboards when the head's dashboard starts, to
 `<temp_dir>/session_latest/metrics/grafana/dashboards/`. This starts a throwaway local head
 (tools/local_ray.py, free ports, stopped by pid), waits for the files and copies the ones the
-platform provisions (components/platform/observability.py, RAY_DASHBOARDS) as Ray wrote them. Run it
+platform provisions (components/specs/monitoring.py, RAY_DASHBOARDS) as Ray wrote them. Run it
 after bumping Ray; tests/test_observability.py fails until the copies match the Ray in use.
 
     python -m tools.export_dashboards
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from components.platform.observability import DASHBOARDS_DIR, RAY_DASHBOARDS, ray_dashboard_file
+from components.specs.monitoring import DASHBOARDS_DIR, RAY_DASHBOARDS, ray_dashboard_file
 from tools.local_ray import temporary_head
 
 GENERATED = Path("session_latest") / "metrics" / "grafana" / "dashboards"

@@ -10,13 +10,9 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config.model import GpuPoolConfig
-from components.constants import (
-    EKS_TAINT_EFFECT, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE,
-    NODE_POOL_LABEL, NODE_ROLE_LABEL, ROLE_GPU,
-)
+from components.constants import EKS_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
 from components.platform.eks_cluster import managed_node_group
-
-CA_TEMPLATE_PREFIX = "k8s.io/cluster-autoscaler/node-template"
+from components.specs.gpu_nodes import CA_TEMPLATE_PREFIX, autoscaler_node_template_tags, pool_labels
 
 
 @dataclass(frozen=True)
@@ -26,23 +22,6 @@ class GpuNodePoolArgs:
     node_role_arn: pulumi.Input[str]
     subnet_ids: pulumi.Input[list[str]]
     kubernetes_version: str
-
-
-def pool_labels(pool: GpuPoolConfig) -> dict[str, str]:
-    """Labels every node of the pool carries; RayCluster GPU groups select on NODE_POOL_LABEL."""
-    return {**pool.labels, NODE_POOL_LABEL: pool.name, NODE_ROLE_LABEL: ROLE_GPU, GPU_NODE_LABEL: "true"}
-
-
-def autoscaler_node_template_tags(pool: GpuPoolConfig) -> dict[str, str]:
-    """ASG tags the Cluster Autoscaler reads to build a node template when the pool has 0 nodes.
-
-    With no node to look at, it learns labels, taints and the GPU count only from these;
-    without the GPU tag a pending pod asking for nvidia.com/gpu never triggers a scale-up.
-    """
-    tags = {f"{CA_TEMPLATE_PREFIX}/label/{k}": v for k, v in pool_labels(pool).items()}
-    tags[f"{CA_TEMPLATE_PREFIX}/taint/{GPU_TAINT_KEY}"] = f"{GPU_TAINT_VALUE}:{GPU_TAINT_EFFECT}"
-    tags[f"{CA_TEMPLATE_PREFIX}/resources/{GPU_RESOURCE}"] = str(pool.gpus_per_node)
-    return tags
 
 
 class GpuNodePool(pulumi.ComponentResource):

@@ -9,14 +9,15 @@ import pulumi_kubernetes as k8s
 
 from components.platform.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.config.model import PlatformConfig
-from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
 from components.platform.block_storage import BlockStorage, BlockStorageArgs
 from components.platform.eks_cluster import SYSTEM_NODE_SELECTOR, EksAccess, EksCluster, EksClusterArgs
-from components.platform.gpu_node_pool import GpuNodePool, GpuNodePoolArgs, pool_labels
+from components.platform.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
 from components.platform.kuberay_operator import KubeRayOperator, KubeRayOperatorArgs
 from components.platform.network import Network, NetworkArgs
 from components.platform.nvidia_device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
-from components.platform.observability import Observability, ObservabilityArgs, platform_outputs
+from components.platform.observability import Observability, ObservabilityArgs
+from components.specs.gpu_nodes import gpu_taint, pool_labels
+from components.specs.monitoring import platform_outputs
 from components.versions import KUBERAY_VERSION, RAY_VERSION
 
 
@@ -28,7 +29,7 @@ def build_platform(cfg: PlatformConfig) -> dict[str, Any]:
         "clusterName": name,
         "clusterProvider": cfg.cluster.provider,
         "kubernetesVersion": cfg.cluster.kubernetes_version,
-        "gpuTaint": {"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT},
+        "gpuTaint": gpu_taint(),
         "gpuPools": [{
             "name": pool.name, "labels": pool_labels(pool), "instanceTypes": list(pool.instance_types),
             "gpusPerNode": pool.gpus_per_node, "capacityType": pool.capacity_type, "maxSize": pool.max_size,
@@ -53,7 +54,8 @@ def build_platform(cfg: PlatformConfig) -> dict[str, Any]:
     observability_name = f"{name}-observability"
     storage = BlockStorage(f"{name}-storage", BlockStorageArgs(eks=eks, moved_from=observability_name),
                            opts=k8s_opts) if eks is not None else None
-    outputs["storageClass"] = storage.storage_class if storage is not None else None
+    storage_class = storage.storage_class if storage is not None else None
+    outputs["storageClass"] = storage_class
     if cfg.addons.nvidia_device_plugin:
         NvidiaDevicePlugin(f"{name}-nvidia", NvidiaDevicePluginArgs(), opts=k8s_opts)
     KubeRayOperator(f"{name}-kuberay", KubeRayOperatorArgs(
@@ -63,7 +65,7 @@ def build_platform(cfg: PlatformConfig) -> dict[str, Any]:
     outputs["observability"] = Observability(observability_name, ObservabilityArgs(
         config=cfg.observability, cluster_name=name, kuberay_namespace=cfg.kuberay.namespace,
         grafana_admin_password=cfg.grafana_admin_password, node_selector=node_selector, eks=eks,
-        storage=storage),
+        default_storage_class=storage_class, storage_ready=storage.ready if storage is not None else ()),
         opts=k8s_opts).outputs if cfg.observability.installs_anything else platform_outputs(cfg.observability, None)
     return outputs
 

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 
-from components.constants import GPU_NODE_LABEL, GPU_TAINT_EFFECT, GPU_TAINT_KEY
 from components.platform.helm import pinned_release
+from components.specs.gpu_nodes import device_plugin_values
 from components.versions import (
     NVIDIA_DEVICE_PLUGIN_CHART, NVIDIA_DEVICE_PLUGIN_CHART_REPO, NVIDIA_DEVICE_PLUGIN_VERSION,
 )
@@ -16,27 +15,6 @@ from components.versions import (
 @dataclass(frozen=True)
 class NvidiaDevicePluginArgs:
     namespace: str = "nvidia-device-plugin"
-
-
-def gpu_daemonset_placement() -> dict[str, Any]:
-    """Chart values that put a DaemonSet on the platform's GPU nodes only: their label, their taint.
-
-    No affinity: a chart's default one (NVIDIA's expects Node Feature Discovery labels, which
-    EKS nodes do not have) would otherwise schedule the DaemonSet nowhere.
-    """
-    return {
-        "nodeSelector": {GPU_NODE_LABEL: "true"},
-        "affinity": None,
-        "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": GPU_TAINT_EFFECT}],
-    }
-
-
-def device_plugin_values() -> dict[str, Any]:
-    return {
-        **gpu_daemonset_placement(),
-        "priorityClassName": "system-node-critical",
-        "gfd": {"enabled": False},
-    }
 
 
 class NvidiaDevicePlugin(pulumi.ComponentResource):

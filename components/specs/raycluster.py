@@ -43,6 +43,8 @@ AUTH_TOKEN_KEY = "auth_token"  # KubeRay's authOptions.secretName contract
 
 # KubeRay creates `<cluster>-serve-svc` for a plain RayCluster only when asked to.
 ENABLE_SERVE_SERVICE_ANNOTATION = "ray.io/enable-serve-service"
+# The config's service type for an internal AWS load balancer (a Service of type LoadBalancer).
+LB_SERVICE_TYPE = "LoadBalancer-internal"
 # The in-tree cloud controller reads the first, the AWS Load Balancer Controller the second;
 # both are set so the head's load balancer stays internal whichever controller provisions it.
 INTERNAL_LB_ANNOTATIONS = {
@@ -231,7 +233,7 @@ def head_group_spec(cfg: RayClusterConfig, labels: dict[str, str]) -> dict[str, 
     }
     if cfg.observability.log_shipping:
         _ship_logs(group["template"])
-    if head.service_type == "LoadBalancer-internal":
+    if head.service_type == LB_SERVICE_TYPE:
         group["serviceType"] = "LoadBalancer"
         # Annotations on the head Service template itself, where reviewers and policy look.
         group["headService"] = {"metadata": {"annotations": dict(INTERNAL_LB_ANNOTATIONS)}}

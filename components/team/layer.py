@@ -17,11 +17,14 @@ from pulumi.stack_reference import StackReferenceOutputDetails
 
 from components.config.jobs import rayservice_owners
 from components.config.model import RayObservability, TeamStackConfig
-from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, RAY_DASHBOARD_PORT, RAY_SERVE_PORT
+from components.constants import RAY_DASHBOARD_PORT, RAY_SERVE_PORT
 from components.team.access import ClusterAccess
 from components.team.post_deploy import cluster_url, declare_jobs
 from components.team.ray_cluster import RayCluster, RayClusterArgs
-from components.specs.raycluster import head_service_name, observability_config_map, serve_service_name
+from components.specs.gpu_nodes import gpu_taint
+from components.specs.raycluster import (
+    LB_SERVICE_TYPE, head_service_name, observability_config_map, serve_service_name,
+)
 from components.team.team import Team, TeamArgs
 from components.versions import KUBERAY_VERSION
 
@@ -47,7 +50,7 @@ def check_platform(platform: str, outputs: dict[str, Any],
     if outputs.get("kuberayVersion") != KUBERAY_VERSION:
         problems.append(f"KubeRay {outputs.get('kuberayVersion')} is deployed but these RayClusters are written "
                         f"for {KUBERAY_VERSION}; deploy the platform stack first")
-    expected_taint = {"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT}
+    expected_taint = gpu_taint()
     if outputs.get("gpuTaint") != expected_taint:
         problems.append(f"GPU nodes carry the taint {outputs.get('gpuTaint')}, the GPU groups tolerate {expected_taint}")
     if problems:
@@ -117,7 +120,7 @@ def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
     owned = rayservice_owners(cfg.jobs)
     # A RayService's pods change clusters on upgrade; it declares its own load balancer policy.
     load_balanced = tuple(c.name for c in cfg.ray_clusters
-                          if c.head.service_type == "LoadBalancer-internal" and c.name not in owned)
+                          if c.head.service_type == LB_SERVICE_TYPE and c.name not in owned)
     team = Team(team_name, TeamArgs(
         config=cfg.team, kuberay_namespace=read("kuberayNamespace", required=True),
         load_balanced_clusters=load_balanced,
