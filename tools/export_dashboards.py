@@ -4,7 +4,7 @@ Ray writes its dashboards when the head's dashboard starts, to
 `<temp_dir>/session_latest/metrics/grafana/dashboards/`. This starts a throwaway local head
 (tools/local_ray.py, free ports, stopped by pid), waits for the files and copies the ones the
 platform provisions (components/specs/monitoring.py, RAY_DASHBOARDS) as Ray wrote them. Run it
-after bumping Ray; tests/test_observability.py fails until the copies match the Ray in use.
+after bumping Ray; tests/specs/test_monitoring_metrics.py fails until the copies match the Ray in use.
 
     python -m tools.export_dashboards
 """

@@ -1,5 +1,5 @@
 """Waiting in `pulumi up` for KubeRay custom resources (components/hooks/kuberay_wait.py): what a
-RayJob status means, the poll on a fake clock, and the provider reading the CR through the
+RayJob or RayService status means, the poll on a fake clock, and the provider reading the CR through the
 platform's kubeconfig from a stand-in CustomObjectsApi (the one call that needs an API server).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from components.hooks.kuberay_wait import (
-    POLL, KubeRayWaitError, KubeRayWaitProvider, Progress, fetcher, poll, rayjob_progress,
+    POLL, KubeRayWaitError, KubeRayWaitProvider, Progress, fetcher, poll, rayjob_progress, rayservice_progress,
 )
 from tests.clock import FakeClock
 
@@ -89,6 +89,55 @@ def test_polling_returns_when_done_and_fails_with_the_status_reason() -> None:
                                                r"Running, jobStatus RUNNING\)\. It keeps going"):
         poll(lambda: running, lambda o: rayjob_progress(o, "succeeded"), "RayJob ns/j", "succeed", 30, "hint", clock)
     assert clock.now() == pytest.approx(30)
+
+
+# --- what a RayService status means ------------------------------------------------------------
+
+def status(ready: str, reason: str, generation: int = 2, observed: int = 2, apps: dict[str, Any] | None = None,
+           pending_apps: dict[str, Any] | None = None, upgrading: str = "False", message: str = "") -> Obj:
+    conditions = [{"type": "Ready", "status": ready, "reason": reason, "message": message,
+                   "lastTransitionTime": "2026-03-01T10:00:00Z", "observedGeneration": observed}]
+    conditions.append({"type": "UpgradeInProgress", "status": upgrading,
+                       "reason": "BothActivePendingClustersExist" if upgrading == "True" else "NoPendingCluster"})
+    body: Obj = {"conditions": conditions, "observedGeneration": observed, "numServeEndpoints": 2,
+                 "activeServiceStatus": {"rayClusterName": "serve-6mj28",
+                                         "applicationStatuses": apps if apps is not None else {
+                                             "digits": {"status": "RUNNING", "serveDeploymentStatuses": {
+                                                 "DigitsClassifier": {"status": "HEALTHY"}}}}}}
+    if pending_apps is not None:
+        body["pendingServiceStatus"] = {"rayClusterName": "serve-sjj67", "applicationStatuses": pending_apps}
+    return {"metadata": {"name": "serve", "generation": generation}, "status": body}
+
+
+SERVICE_STATUSES = [
+    ("ready", status("True", "NonZeroServeEndpoints"), True, None),
+    ("just created", {"metadata": {"name": "serve", "generation": 1}, "status": {}}, False, None),
+    ("initializing", status("False", "Initializing", apps={}), False, None),
+    ("no endpoints yet", status("False", "ZeroServeEndpoints",
+                                apps={"digits": {"status": "DEPLOYING"}}), False, None),
+    ("stale ready after a spec change", status("True", "NonZeroServeEndpoints", generation=3, observed=2), False, None),
+    ("upgrade in progress", status("True", "NonZeroServeEndpoints", upgrading="True",
+                                   pending_apps={"digits": {"status": "DEPLOYING"}}), False, None),
+    ("app failed to deploy", status("False", "ZeroServeEndpoints", apps={"digits": {
+        "status": "DEPLOY_FAILED", "message": "Failed to import 'jobs.serve:app': No module named 'jobs'"}}),
+     False, "digits: Failed to import 'jobs.serve:app': No module named 'jobs'"),
+    ("new cluster's app failed", status("True", "NonZeroServeEndpoints", upgrading="True", pending_apps={
+        "digits": {"status": "DEPLOY_FAILED", "message": "CUDA out of memory"}}), False, "CUDA out of memory"),
+    ("initializing timeout", status("False", "InitializingTimeout", apps={},
+                                    message="RayService did not become ready within 30m0s"),
+     False, "Ready False (InitializingTimeout): RayService did not become ready within 30m0s"),
+]
+
+
+@pytest.mark.parametrize(("obj", "done", "failure"), [s[1:] for s in SERVICE_STATUSES],
+                         ids=[s[0] for s in SERVICE_STATUSES])
+def test_rayservice_status_interpretation(obj: Obj, done: bool, failure: str | None) -> None:
+    progress = rayservice_progress(obj)
+    assert progress.done is done, progress
+    if failure is None:
+        assert progress.failure is None, progress
+    else:
+        assert progress.failure is not None and failure in progress.failure
 
 
 # --- reading the CR -----------------------------------------------------------------------------

@@ -10,7 +10,13 @@ import yaml
 from components.config.model import TeamStackConfig
 from components.config.stack_files import parse_stack_file, platform_lookup_from_dir
 from components.constants import PROJECT
+from tools.k8s_schema import validate_object
 from tools.render import Rendered, all_stack_files, render_stack
+
+ROOT = Path(__file__).resolve().parents[2]
+# Hand-written strict subsets of the prometheus-operator CRDs (no package ships the real ones offline).
+MONITORING_CRDS = [ROOT / "tests" / "schemas"]
+K8S = "1.34"
 
 
 def layer_of(path: Path) -> str:
@@ -65,3 +71,8 @@ def config_of(path: Path) -> TeamStackConfig:
     cfg = parse_stack_file(path, platform_lookup_from_dir(path.parent))
     assert isinstance(cfg, TeamStackConfig)
     return cfg
+
+
+def strict(obj: dict[str, Any]) -> list[str]:
+    """Schema errors of one object: core kinds upstream, KubeRay by its CRDs, monitoring by tests/schemas."""
+    return validate_object(obj, K8S, extra_crds=MONITORING_CRDS)

@@ -2,15 +2,11 @@
 mocked from that platform stack's own render; properties hold for every team stack file found."""
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 from typing import Any
 
-import pulumi
 import pytest
-from pulumi.runtime import settings as runtime_settings
-from pulumi.runtime.sync_await import _sync_await
 
 import tools.render as render
 from components.config.model import DNS1035, RAYCLUSTER_NAME_MAX
@@ -18,7 +14,6 @@ from components.constants import (
     GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL,
 )
 from components.specs.raycluster import TEAM_LABEL, auth_secret_name, gcs_volume_claim_name, redis_secret_name
-from components.team.layer import PlatformMismatch, check_platform, platform_output
 from components.versions import KUBERAY_VERSION, RAY_IMAGE_REPOSITORY
 from tests.stacks import config_of, ids, manifests_of, rendered, stack_files
 from tools.k8s_schema import validate_object
@@ -327,41 +322,3 @@ def test_rocksdb_backend_renders_its_claim_on_a_cluster_with_storage(tmp_path: P
     assert not any(kind == "NetworkPolicy" for kind, _ in objects)
     for obj in objects.values():
         assert validate_object(obj, "1.34") == [], obj["metadata"]
-
-
-def test_the_deployed_platform_must_match_the_contract_the_clusters_are_written_for() -> None:
-    taint = {"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT}
-    good = {"kuberayVersion": KUBERAY_VERSION, "gpuTaint": taint, "clusterName": "ray-prod"}
-    assert check_platform("org/ray-platform/prod", good)["clusterName"] == "ray-prod"
-    with pytest.raises(PlatformMismatch, match="KubeRay 1.0.0 is deployed"):
-        check_platform("org/ray-platform/prod", {**good, "kuberayVersion": "1.0.0"})
-    with pytest.raises(PlatformMismatch, match="GPU nodes carry the taint"):
-        check_platform("org/ray-platform/prod", {**good, "gpuTaint": {**taint, "key": "gpu"}})
-
-
-class _PlatformReference(pulumi.runtime.Mocks):
-    """A deployed platform stack with one plain and one secret output."""
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        if args.typ == "pulumi:pulumi:StackReference":
-            return args.name, {"name": args.name, "outputs": {"gpuTaint": {"key": "k"}, "kubeconfig": "apiVersion: v1"},
-                               "secretOutputNames": ["kubeconfig"]}
-        return f"{args.name}-id", dict(args.inputs)
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
-        return {}
-
-
-def test_platform_outputs_are_read_one_at_a_time_and_keep_their_secretness() -> None:
-    runtime_settings.ROOT.set(None)
-    asyncio.set_event_loop(asyncio.new_event_loop())
-    pulumi.runtime.set_mocks(_PlatformReference(), project="ray-platform", stack="t", preview=False)
-    stack = "org/ray-platform/prod"
-    ref = pulumi.StackReference(stack)
-    taint, kubeconfig = platform_output(ref, stack, "gpuTaint"), platform_output(ref, stack, "kubeconfig", True)
-    assert (_sync_await(taint.future()), _sync_await(taint.is_secret())) == ({"key": "k"}, False)
-    assert (_sync_await(kubeconfig.future()), _sync_await(kubeconfig.is_secret())) == ("apiVersion: v1", True)
-    assert ref in _sync_await(taint.resources()), "readers must depend on the StackReference"
-    assert _sync_await(platform_output(ref, stack, "absent").future()) is None
-    with pytest.raises(PlatformMismatch, match="org/ray-platform/prod: it has no output 'kuberayNamespace'"):
-        _sync_await(platform_output(ref, stack, "kuberayNamespace", required=True).future())

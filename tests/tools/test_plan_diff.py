@@ -33,7 +33,7 @@ from tools.plan_diff import (
     render_markdown,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGE_OLD = "rayproject/ray:2.59.0-py311-cpu"
 IMAGE_NEW = "rayproject/ray:2.60.0-py311-cpu"
 

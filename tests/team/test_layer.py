@@ -1,0 +1,78 @@
+"""The team layer's wiring (components/team/layer.py): the contract check against the deployed
+platform, and how the platform stack's outputs are read."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pulumi
+import pytest
+from pulumi.runtime import settings as runtime_settings
+from pulumi.runtime.sync_await import _sync_await
+
+import tools.render as render
+from components.config.model import RayObservability
+from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
+from components.team.layer import PlatformMismatch, check_platform, platform_output
+from components.versions import KUBERAY_VERSION
+from tests.stacks import rendered
+
+
+def test_the_deployed_platform_must_match_the_contract_the_clusters_are_written_for() -> None:
+    taint = {"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT}
+    good = {"kuberayVersion": KUBERAY_VERSION, "gpuTaint": taint, "clusterName": "ray-prod"}
+    assert check_platform("org/ray-platform/prod", good)["clusterName"] == "ray-prod"
+    with pytest.raises(PlatformMismatch, match="KubeRay 1.0.0 is deployed"):
+        check_platform("org/ray-platform/prod", {**good, "kuberayVersion": "1.0.0"})
+    with pytest.raises(PlatformMismatch, match="GPU nodes carry the taint"):
+        check_platform("org/ray-platform/prod", {**good, "gpuTaint": {**taint, "key": "gpu"}})
+
+
+def test_the_deployed_platform_must_offer_what_the_team_opted_into() -> None:
+    good = {"kuberayVersion": KUBERAY_VERSION,
+            "gpuTaint": {"key": GPU_TAINT_KEY, "value": "true", "effect": GPU_TAINT_EFFECT}, "clusterName": "c"}
+    wanted = RayObservability(metrics=True, log_shipping=True)
+    check_platform("org/p/prod", good)  # a team that opts into nothing needs nothing
+    with pytest.raises(PlatformMismatch, match="runs no Prometheus.*ships no logs"):
+        check_platform("org/p/prod", {**good, "observability": {"prometheus": None, "logShipping": None}}, wanted)
+    offered = rendered(render.STACKS_DIR / "Pulumi.prod.yaml").outputs["observability"]
+    assert check_platform("org/p/prod", {**good, "observability": offered}, wanted)["clusterName"] == "c"
+
+
+class _PlatformReference(pulumi.runtime.Mocks):
+    """A deployed platform stack with one plain and one secret output."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        if args.typ == "pulumi:pulumi:StackReference":
+            return args.name, {"name": args.name, "outputs": {"gpuTaint": {"key": "k"}, "kubeconfig": "apiVersion: v1"},
+                               "secretOutputNames": ["kubeconfig"]}
+        return f"{args.name}-id", dict(args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        return {}
+
+
+def test_platform_outputs_are_read_one_at_a_time_and_keep_their_secretness(monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime_settings.ROOT.set(None)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    pulumi.runtime.set_mocks(_PlatformReference(), project="ray-platform", stack="t", preview=False)
+    # One output per read, by name; never get_output, which lifts every output of the platform.
+    read: list[str] = []
+    details = pulumi.StackReference.get_output_details
+
+    def get_output_details(self: pulumi.StackReference, name: str) -> Any:
+        read.append(name)
+        return details(self, name)
+
+    monkeypatch.setattr(pulumi.StackReference, "get_output_details", get_output_details)
+    monkeypatch.setattr(pulumi.StackReference, "get_output", lambda self, name: pytest.fail(f"get_output({name!r})"))
+    stack = "org/ray-platform/prod"
+    ref = pulumi.StackReference(stack)
+    taint, kubeconfig = platform_output(ref, stack, "gpuTaint"), platform_output(ref, stack, "kubeconfig", True)
+    assert read == ["gpuTaint", "kubeconfig"]
+    assert (_sync_await(taint.future()), _sync_await(taint.is_secret())) == ({"key": "k"}, False)
+    assert (_sync_await(kubeconfig.future()), _sync_await(kubeconfig.is_secret())) == ("apiVersion: v1", True)
+    assert ref in _sync_await(taint.resources()), "readers must depend on the StackReference"
+    assert _sync_await(platform_output(ref, stack, "absent").future()) is None
+    with pytest.raises(PlatformMismatch, match="org/ray-platform/prod: it has no output 'kuberayNamespace'"):
+        _sync_await(platform_output(ref, stack, "kuberayNamespace", required=True).future())
