@@ -9,7 +9,10 @@ import pytest
 import yaml
 
 from components.specs import raycluster as spec_module
-from components.config.model import GcsFaultToleranceConfig, HeadConfig, RayClusterConfig, WorkerGroupConfig
+from components.config.fit import max_demand
+from components.config.model import (
+    GcsFaultToleranceConfig, HeadConfig, RayClusterConfig, RayObservability, WorkerGroupConfig,
+)
 from components.constants import (
     GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL, PROJECT,
     RAY_DASHBOARD_PORT, RAY_METRICS_PORT,
@@ -20,6 +23,7 @@ from components.specs.raycluster import (
 )
 from components.versions import DEFAULT_EKS_VERSION, RAY_IMAGE_CPU, RAY_IMAGE_GPU, RAY_VERSION
 from policy import rules
+from tests.stacks import quantity
 from tools.k8s_schema import validate_object
 
 Obj = dict[str, Any]
@@ -96,6 +100,28 @@ def test_every_build_is_a_new_object_the_caller_may_change(variant: RayClusterCo
 def test_no_object_is_shared_between_parts_of_the_manifest() -> None:
     # Shared dicts would come out of yaml.safe_dump as &id001 anchors in the rendered manifests.
     assert "&id" not in yaml.safe_dump(build(REDIS)) + yaml.safe_dump(build(INTERNAL_LB))
+
+
+@pytest.mark.parametrize("variant", VARIANTS.values(), ids=VARIANTS.keys())
+@pytest.mark.parametrize("ship_logs", [False, True], ids=["", "shipping-logs"])
+def test_the_quota_math_sums_the_pods_the_builder_builds(variant: RayClusterConfig, ship_logs: bool) -> None:
+    # config's max_demand knows which containers each Ray pod runs only by repeating what this
+    # builder does (Ray container, the head's autoscaler sidecar, a log shipper per pod): they must agree.
+    cfg = replace(variant, observability=RayObservability(log_shipping=ship_logs))
+    obj = build(cfg)
+    spec = obj["spec"]
+    pods = [(head_pod(obj), 1, [spec["autoscalerOptions"]])]
+    pods += [(g["template"]["spec"], g["maxReplicas"], []) for g in spec["workerGroupSpecs"]]
+    cpu = memory = gpus = count = 0.0
+    for pod, replicas, injected in pods:
+        for container in [*pod["containers"], *pod.get("initContainers", []), *injected]:
+            requests = container["resources"]["requests"]
+            cpu += quantity(requests["cpu"]) * replicas
+            memory += quantity(requests["memory"]) * replicas
+            gpus += quantity(requests.get(GPU_RESOURCE, "0")) * replicas
+        count += replicas
+    need = max_demand((cfg,))
+    assert (need.cpu, need.memory, need.gpus, need.pods) == (pytest.approx(cpu), pytest.approx(memory), gpus, count)
 
 
 # --------------------------------------------------------------------------- versions and images

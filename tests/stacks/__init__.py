@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,12 @@ def config_of(path: Path) -> TeamStackConfig:
 def strict(obj: dict[str, Any]) -> list[str]:
     """Schema errors of one object: core kinds upstream, KubeRay by its CRDs, monitoring by tests/schemas."""
     return validate_object(obj, K8S, extra_crds=MONITORING_CRDS)
+
+
+def quantity(q: str) -> float:
+    """A Kubernetes quantity in base units (cores, bytes), parsed here rather than by the code under test."""
+    m = re.fullmatch(r"([0-9.]+)(m|Ki|Mi|Gi|Ti|k|M|G|T)?", str(q))
+    assert m, q
+    scale = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    return float(m.group(1)) * scale[m.group(2)]

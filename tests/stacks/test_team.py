@@ -2,7 +2,6 @@
 mocked from that platform stack's own render; properties hold for every team stack file found."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from components.constants import (
 )
 from components.specs.raycluster import TEAM_LABEL, auth_secret_name, gcs_volume_claim_name, redis_secret_name
 from components.versions import KUBERAY_VERSION, RAY_IMAGE_REPOSITORY
-from tests.stacks import config_of, ids, manifests_of, rendered, stack_files
+from tests.stacks import config_of, ids, manifests_of, quantity, rendered, stack_files
 from tools.k8s_schema import validate_object
 
 Obj = dict[str, Any]
@@ -39,14 +38,6 @@ def manifests(path: Path, kind: str | None = None) -> list[Obj]:
 
 def ray_clusters(path: Path) -> list[Obj]:
     return manifests(path, "RayCluster")
-
-
-def quantity(q: str) -> float:
-    m = re.fullmatch(r"([0-9.]+)(m|Ki|Mi|Gi|Ti|k|M|G|T)?", str(q))
-    assert m, q
-    scale = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-    return float(m.group(1)) * scale[m.group(2)]
 
 
 def pods(cluster: Obj) -> list[tuple[str, Obj, int]]:
