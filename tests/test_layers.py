@@ -23,12 +23,14 @@ LAYER_OF = {"constants": BASE, "versions": BASE, "config": "config", "specs": "s
             "hooks": "hooks", "platform": "platform", "team": "team"}
 # Which layers each layer may import from, itself included: team -> hooks -> specs/clients -> config
 # -> constants/versions, and platform -> specs/config. Nothing in components imports team or platform
-# across that line (only __main__.py, tools/, bench/ and tests/ do).
+# across that line (only __main__.py, tools/, bench/ and tests/ do). Of the two pure layers in the
+# middle, clients may use the builders (a job's submission id is a digest of its spec), never the
+# other way: a builder talks to nothing.
 MAY_IMPORT = {
     BASE: {BASE},
     "config": {"config", BASE},
     "specs": {"specs", "config", BASE},
-    "clients": {"clients", "config", BASE},
+    "clients": {"clients", "specs", "config", BASE},
     "hooks": {"hooks", "specs", "clients", "config", BASE},
     "platform": {"platform", "specs", "config", BASE},
     "team": {"team", "hooks", "specs", "clients", "config", BASE},
