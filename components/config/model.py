@@ -29,7 +29,9 @@ JOB_KINDS = JOB_NAMES
 JOB_WAITS = ("none", "running", "succeeded")
 SUBMISSIONS = ("sdk", "kuberay")
 DASHBOARD_ACCESS = ("tunnel", "url")
-SERVICE_TYPES = ("ClusterIP", "LoadBalancer-internal")
+# A Service of type LoadBalancer behind an internal AWS load balancer (specs/raycluster.py).
+LB_SERVICE_TYPE = "LoadBalancer-internal"
+SERVICE_TYPES = ("ClusterIP", LB_SERVICE_TYPE)
 # NewClusterWithIncrementalUpgrade needs the Gateway API, which the platform does not install.
 UPGRADE_STRATEGIES = ("NewCluster", "None")
 # Archives Ray's runtime_env downloads on the cluster itself; file:// would name a path on the node.

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from components.specs import log_shipping
-from components.config.model import RayClusterConfig, RayObservability, WorkerGroupConfig
+from components.config.model import LB_SERVICE_TYPE, RayClusterConfig, RayObservability, WorkerGroupConfig
 from components.constants import (
     GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL, PART_OF_LABEL,
     PROJECT, RAY_CLIENT_PORT, RAY_DASHBOARD_PORT, RAY_GCS_PORT, RAY_METRICS_PORT, RAY_SERVE_PORT, TEAM_LABEL,
@@ -43,8 +43,6 @@ AUTH_TOKEN_KEY = "auth_token"  # KubeRay's authOptions.secretName contract
 
 # KubeRay creates `<cluster>-serve-svc` for a plain RayCluster only when asked to.
 ENABLE_SERVE_SERVICE_ANNOTATION = "ray.io/enable-serve-service"
-# The config's service type for an internal AWS load balancer (a Service of type LoadBalancer).
-LB_SERVICE_TYPE = "LoadBalancer-internal"
 # The in-tree cloud controller reads the first, the AWS Load Balancer Controller the second;
 # both are set so the head's load balancer stays internal whichever controller provisions it.
 INTERNAL_LB_ANNOTATIONS = {

@@ -35,11 +35,11 @@ from typing import Any
 
 import yaml
 
-from components.config.model import JobConfig, KubeRayServiceConfig, RayClusterConfig
+from components.config.model import LB_SERVICE_TYPE, JobConfig, KubeRayServiceConfig, RayClusterConfig
 from components.constants import LABEL_PREFIX, RAY_NODE_TYPE_LABEL, RAY_SERVE_PORT
 from components.specs.namespace import load_balancer_policy_spec
 from components.specs.raycluster import (
-    API_VERSION, INTERNAL_LB_ANNOTATIONS, LB_SERVICE_TYPE, common_labels, ray_cluster, serve_service_name,
+    API_VERSION, INTERNAL_LB_ANNOTATIONS, common_labels, ray_cluster, serve_service_name,
 )
 from components.specs.rayjob import SKIP_AWAIT, code_runtime_env
 from jobs.common import CONFIG_ENV_VAR

@@ -16,15 +16,13 @@ import pulumi_kubernetes as k8s
 from pulumi.stack_reference import StackReferenceOutputDetails
 
 from components.config.jobs import rayservice_owners
-from components.config.model import RayObservability, TeamStackConfig
+from components.config.model import LB_SERVICE_TYPE, RayObservability, TeamStackConfig
 from components.constants import RAY_DASHBOARD_PORT, RAY_SERVE_PORT
 from components.team.access import ClusterAccess
 from components.team.post_deploy import cluster_url, declare_jobs
 from components.team.ray_cluster import RayCluster, RayClusterArgs
 from components.specs.gpu_nodes import gpu_taint
-from components.specs.raycluster import (
-    LB_SERVICE_TYPE, head_service_name, observability_config_map, serve_service_name,
-)
+from components.specs.raycluster import head_service_name, observability_config_map, serve_service_name
 from components.team.team import Team, TeamArgs
 from components.versions import KUBERAY_VERSION
 
