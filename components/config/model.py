@@ -197,6 +197,16 @@ class ObservabilityConfig:
 
 
 @dataclass(frozen=True)
+class SourcesConfig:
+    """Where charts and CRDs come from: None is upstream; an internal mirror for air-gapped installs."""
+
+    # One Helm repository serving every chart the platform installs, at the pinned versions.
+    helm_repository: str | None = None
+    # A directory or URL holding the ray.io_<plural>.yaml CRD files of KUBERAY_VERSION.
+    kuberay_crds: str | None = None
+
+
+@dataclass(frozen=True)
 class PlatformConfig:
     stack: str
     environment: str
@@ -211,6 +221,7 @@ class PlatformConfig:
     observability: ObservabilityConfig = ObservabilityConfig()
     # A Pulumi secret; required exactly when Grafana is installed.
     grafana_admin_password: str | None = None
+    sources: SourcesConfig = SourcesConfig()
 
     @property
     def is_eks(self) -> bool:

@@ -9,10 +9,10 @@ from components.config.model import (
     ARN, CAPACITY_TYPES, CLOUDWATCH_RETENTION_DAYS, CONTROL_PLANE_LOG_TYPES, DNS1123, DNS_LABEL_MAX, GPU_AMI_TYPES,
     GPU_INSTANCE_FAMILIES, HTTP_URL, LOG_DESTINATIONS, NAT_MODES, PROMETHEUS_DURATION, PROVIDERS, SECRET_PLACEHOLDER,
     AddonsConfig, ClusterConfig, GpuPoolConfig, GrafanaConfig, KubeRayConfig, LogShippingConfig, NetworkConfig,
-    ObservabilityConfig, PlatformConfig, PrometheusConfig, SystemNodesConfig,
+    ObservabilityConfig, PlatformConfig, PrometheusConfig, SourcesConfig, SystemNodesConfig,
 )
 from components.config.reader import MISSING, Node, Problems, check_dns, check_range, check_unique, ns
-from components.constants import LABEL_PREFIX
+from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, LABEL_PREFIX, NODE_POOL_LABEL
 from components.versions import EKS_VERSIONS
 
 
@@ -125,9 +125,30 @@ def _parse_cluster(p: Problems, root: Node, environment: str | None) -> ClusterC
 
 
 
-def _parse_gpu_pool(p: Problems, node: Node) -> GpuPoolConfig:
+# What an EKS pool's node group is made of; an existing cluster's GPU nodes exist already.
+EKS_POOL_KEYS = ("instanceTypes", "capacityType", "minSize", "desiredSize", "amiType", "diskSizeGiB")
+
+
+def _parse_gpu_pool(p: Problems, node: Node, provider: str | None) -> GpuPoolConfig:
     name = node.str("name", MISSING, "g5-ondemand")
     check_dns(p, node.key("name"), name, 40, "GPU pool name")
+    labels = node.str_map("labels")
+    for k in labels:
+        if k.startswith(f"{LABEL_PREFIX}/"):
+            p.bad(f"{node.key('labels')}.{k}", labels[k],
+                  f"the {LABEL_PREFIX}/ prefix is reserved for labels the platform sets")
+    gpus_per_node = node.int("gpusPerNode", GpuPoolConfig.gpus_per_node, minimum=1, maximum=16)
+    if provider == "existing":
+        # Teams select these nodes exactly as on EKS: by the pool label, tolerating the GPU taint.
+        for key in (k for k in EKS_POOL_KEYS if k in node.data):
+            p.bad(node.key(key), node.raw(key),
+                  f"only for EKS pools: an existing cluster's GPU nodes exist already; label them "
+                  f"{NODE_POOL_LABEL}={name or '<name>'} and taint them {GPU_TAINT_KEY}={GPU_TAINT_VALUE}:"
+                  f"{GPU_TAINT_EFFECT}")
+        cfg = GpuPoolConfig(name=name, instance_types=(), labels=labels, gpus_per_node=gpus_per_node,
+                            max_size=node.int("maxSize", GpuPoolConfig.max_size, minimum=1))
+        node.done()
+        return cfg
     instance_types = node.str_list("instanceTypes", MISSING, "'[\"g5.xlarge\"]'")
     if node.raw("instanceTypes") is not MISSING and not instance_types:
         p.bad(node.key("instanceTypes"), [], "a GPU pool needs at least one instance type")
@@ -135,11 +156,6 @@ def _parse_gpu_pool(p: Problems, node: Node) -> GpuPoolConfig:
         if it.split(".")[0] not in GPU_INSTANCE_FAMILIES:
             p.bad(f"{node.key('instanceTypes')}[{i}]", it,
                   f"not an NVIDIA GPU instance type; families: {', '.join(GPU_INSTANCE_FAMILIES)}")
-    labels = node.str_map("labels")
-    for k in labels:
-        if k.startswith(f"{LABEL_PREFIX}/"):
-            p.bad(f"{node.key('labels')}.{k}", labels[k],
-                  f"the {LABEL_PREFIX}/ prefix is reserved for labels the platform sets")
     cfg = GpuPoolConfig(
         name=name, instance_types=instance_types,
         capacity_type=node.str("capacityType", GpuPoolConfig.capacity_type, choices=CAPACITY_TYPES),
@@ -148,7 +164,7 @@ def _parse_gpu_pool(p: Problems, node: Node) -> GpuPoolConfig:
         max_size=node.int("maxSize", GpuPoolConfig.max_size, minimum=1),
         ami_type=node.str("amiType", GpuPoolConfig.ami_type, choices=GPU_AMI_TYPES),
         disk_size_gib=node.int("diskSizeGiB", GpuPoolConfig.disk_size_gib, minimum=50),
-        gpus_per_node=node.int("gpusPerNode", GpuPoolConfig.gpus_per_node, minimum=1, maximum=16),
+        gpus_per_node=gpus_per_node,
         labels=labels,
     )
     check_range(p, node, "minSize", "desiredSize", "maxSize", (cfg.min_size, cfg.desired_size, cfg.max_size))
@@ -160,7 +176,7 @@ def parse_platform(p: Problems, root: Node, stack: str, environment: str | None,
                     aws_region: str | None) -> PlatformConfig | None:
     cluster = _parse_cluster(p, root, environment)
     network = _parse_network(p, root)
-    pools = tuple(_parse_gpu_pool(p, n) for n in root.children("gpuPools"))
+    pools = tuple(_parse_gpu_pool(p, n, cluster.provider if cluster else None) for n in root.children("gpuPools"))
     check_unique(p, ns("gpuPools"), [pool.name for pool in pools], "duplicates gpuPools[{first}].name")
     addons_node = root.child("addons")
     addons = AddonsConfig()
@@ -184,6 +200,7 @@ def parse_platform(p: Problems, root: Node, stack: str, environment: str | None,
         p.missing(ns("grafanaAdminPassword"), "--secret \"$(openssl rand -base64 24)\"")
     if observability.grafana is None and grafana_admin_password is not None:
         p.bad(ns("grafanaAdminPassword"), SECRET_PLACEHOLDER, "only used with observability.grafana")
+    sources = _parse_sources(root)
     if cluster is None:
         return None
     if cluster.provider == "eks":
@@ -195,9 +212,6 @@ def parse_platform(p: Problems, root: Node, stack: str, environment: str | None,
         if kubeconfig is not None:
             p.bad(ns("kubeconfig"), SECRET_PLACEHOLDER, "only for cluster.provider: existing; EKS builds its own")
     elif cluster.provider == "existing":
-        if pools:
-            p.bad(ns("gpuPools"), [pl.name for pl in pools],
-                  "gpuPools create AWS node groups; an existing cluster brings its own nodes (label them instead)")
         if addons.cluster_autoscaler:
             p.bad(f"{ns('addons')}.clusterAutoscaler", True,
                   "the Cluster Autoscaler here is AWS-specific; set it to false for existing clusters")
@@ -208,7 +222,20 @@ def parse_platform(p: Problems, root: Node, stack: str, environment: str | None,
     return PlatformConfig(stack=stack, environment=environment or "", cluster=cluster, network=network,
                           gpu_pools=pools, addons=addons, kuberay=kuberay, aws_region=aws_region,
                           kubeconfig=kubeconfig, observability=observability,
-                          grafana_admin_password=grafana_admin_password)
+                          grafana_admin_password=grafana_admin_password, sources=sources)
+
+
+def _parse_sources(root: Node) -> SourcesConfig:
+    node = root.child("sources")
+    if node is None:
+        return SourcesConfig()
+    cfg = SourcesConfig(
+        helm_repository=node.str("helmRepository", SourcesConfig.helm_repository, pattern=HTTP_URL,
+                                 rule="expected the http(s) URL of a Helm repository (its index.yaml's folder)"),
+        kuberay_crds=node.str("kuberayCrds", SourcesConfig.kuberay_crds),
+    )
+    node.done()
+    return cfg
 
 
 def _piece(node: Node, name: str) -> Node | None:

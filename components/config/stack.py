@@ -17,7 +17,7 @@ from components.config.team import parse_team_stack
 from components.constants import PROJECT
 
 PLATFORM_KEYS = ("layer", "environment", "cluster", "network", "gpuPools", "addons", "kuberay", "kubeconfig",
-                 "observability", "grafanaAdminPassword")
+                 "observability", "grafanaAdminPassword", "sources")
 TEAM_KEYS = ("layer", "environment", "platformStack", "team", "rayClusters", "jobs", "dashboard",
              "redisPassword", "dashboardToken", "observability")
 SECRET_KEYS = ("kubeconfig", "redisPassword", "dashboardToken", "grafanaAdminPassword")

@@ -26,6 +26,7 @@ class ClusterAutoscalerArgs:
     eks: EksAccess
     # Empty GPU pools are scaled down after this long idle: the main cost lever.
     scale_down_unneeded: str = "10m"
+    helm_repository: str | None = None
 
 
 def autoscaler_values(cluster_name: str, region: str, kubernetes_version: str, role_arn: str,
@@ -62,6 +63,6 @@ class ClusterAutoscaler(pulumi.ComponentResource):
         values = role.arn.apply(lambda arn: autoscaler_values(
             args.cluster_name, args.eks.region, args.kubernetes_version, arn, args.scale_down_unneeded))
         pinned_release(f"{name}-release", chart=CLUSTER_AUTOSCALER_CHART, version=CLUSTER_AUTOSCALER_CHART_VERSION,
-                       repo=CLUSTER_AUTOSCALER_CHART_REPO, namespace=NAMESPACE, values=values, parent=self)
+                       repo=CLUSTER_AUTOSCALER_CHART_REPO, mirror=args.helm_repository, namespace=NAMESPACE, values=values, parent=self)
         self.role_arn = role.arn
         self.register_outputs({"roleArn": self.role_arn})

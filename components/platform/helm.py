@@ -7,11 +7,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 
-def pinned_release(name: str, *, chart: str, version: str, repo: str, namespace: str,
+def pinned_release(name: str, *, chart: str, version: str, repo: str, mirror: str | None, namespace: str,
                    values: pulumi.Input[dict[str, Any]], parent: pulumi.Resource,
                    create_namespace: bool = False, skip_crds: bool = False,
                    depends_on: list[pulumi.Resource] | None = None) -> k8s.helm.v3.Release:
-    """Install `chart` at exactly `version` from `repo`.
+    """Install `chart` at exactly `version` from `mirror` (the platform's `sources.helmRepository`)
+    when one is set, else from its upstream `repo`.
 
     `atomic` rolls a failed upgrade back instead of leaving a half-upgraded add-on, and
     `cleanup_on_fail` removes what a failed install created.
@@ -21,7 +22,7 @@ def pinned_release(name: str, *, chart: str, version: str, repo: str, namespace:
         name=chart,
         chart=chart,
         version=version,
-        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=repo),
+        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=mirror or repo),
         namespace=namespace,
         create_namespace=create_namespace,
         skip_crds=skip_crds,

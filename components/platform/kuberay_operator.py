@@ -2,8 +2,8 @@
 
 Helm installs a chart's `crds/` only on first install and never upgrades or deletes
 them, so a chart bump would run a new operator against old CRD schemas. Instead the
-CRDs of exactly KUBERAY_VERSION are applied by Pulumi from the tagged upstream release
-(server-side apply: the RayCluster CRD is too large for client-side apply's annotation)
+CRDs of exactly KUBERAY_VERSION are applied by Pulumi from the tagged upstream release, or from
+the platform's `sources.kuberayCrds` mirror (server-side apply: the RayCluster CRD is too large for client-side apply's annotation)
 and the Helm release skips its own copy. Bumping KUBERAY_VERSION upgrades CRDs and
 operator in one `pulumi up`, CRDs first. The CRDs are retained on delete: deleting a
 CRD deletes every RayCluster of every team.
@@ -20,11 +20,15 @@ from components.constants import PART_OF_LABEL, PROJECT
 from components.platform.helm import pinned_release
 from components.versions import KUBERAY_CHART, KUBERAY_CHART_REPO, KUBERAY_VERSION
 
-CRD_KINDS = ("rayclusters", "rayjobs", "rayservices")
+# Every CRD the chart's crds/ ships: the operator watches each kind it knows, RayCronJob included.
+CRD_KINDS = ("rayclusters", "raycronjobs", "rayjobs", "rayservices")
 
 
-def crd_urls(version: str = KUBERAY_VERSION) -> list[str]:
-    base = f"https://raw.githubusercontent.com/ray-project/kuberay/v{version}/helm-chart/kuberay-operator/crds"
+def crd_urls(version: str = KUBERAY_VERSION, source: str | None = None) -> list[str]:
+    """Where each CRD file is read: `source` (a directory or URL holding the release's CRD files),
+    else the release's tag on GitHub."""
+    base = (source.rstrip("/") if source else
+            f"https://raw.githubusercontent.com/ray-project/kuberay/v{version}/helm-chart/kuberay-operator/crds")
     return [f"{base}/ray.io_{kind}.yaml" for kind in CRD_KINDS]
 
 
@@ -33,6 +37,8 @@ class KubeRayOperatorArgs:
     namespace: str
     watch_namespaces: tuple[str, ...] = ()
     node_selector: dict[str, str] | None = None
+    helm_repository: str | None = None
+    crd_source: str | None = None
 
 
 def operator_values(args: KubeRayOperatorArgs) -> dict[str, Any]:
@@ -59,10 +65,11 @@ class KubeRayOperator(pulumi.ComponentResource):
         crds = [
             k8s.yaml.v2.ConfigFile(f"{name}-crd-{kind}", file=url,
                                    opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True))
-            for kind, url in zip(CRD_KINDS, crd_urls())
+            for kind, url in zip(CRD_KINDS, crd_urls(source=args.crd_source))
         ]
         self.release = pinned_release(
             f"{name}-release", chart=KUBERAY_CHART, version=KUBERAY_VERSION, repo=KUBERAY_CHART_REPO,
+            mirror=args.helm_repository,
             namespace=args.namespace, skip_crds=True, values=operator_values(args), parent=self,
             depends_on=[namespace, *crds])
         self.register_outputs({"version": KUBERAY_VERSION, "namespace": args.namespace})

@@ -57,15 +57,18 @@ def build_platform(cfg: PlatformConfig) -> dict[str, Any]:
     storage_class = storage.storage_class if storage is not None else None
     outputs["storageClass"] = storage_class
     if cfg.addons.nvidia_device_plugin:
-        NvidiaDevicePlugin(f"{name}-nvidia", NvidiaDevicePluginArgs(), opts=k8s_opts)
+        NvidiaDevicePlugin(f"{name}-nvidia", NvidiaDevicePluginArgs(helm_repository=cfg.sources.helm_repository),
+                           opts=k8s_opts)
     KubeRayOperator(f"{name}-kuberay", KubeRayOperatorArgs(
         namespace=cfg.kuberay.namespace, watch_namespaces=cfg.kuberay.watch_namespaces,
-        node_selector=node_selector), opts=k8s_opts)
+        node_selector=node_selector, helm_repository=cfg.sources.helm_repository,
+        crd_source=cfg.sources.kuberay_crds), opts=k8s_opts)
     # Team stacks read this even when nothing is installed: it tells them what they may opt into.
     outputs["observability"] = Observability(observability_name, ObservabilityArgs(
         config=cfg.observability, cluster_name=name, kuberay_namespace=cfg.kuberay.namespace,
         grafana_admin_password=cfg.grafana_admin_password, node_selector=node_selector, eks=eks,
-        default_storage_class=storage_class, storage_ready=storage.ready if storage is not None else ()),
+        default_storage_class=storage_class, storage_ready=storage.ready if storage is not None else (),
+        helm_repository=cfg.sources.helm_repository),
         opts=k8s_opts).outputs if cfg.observability.installs_anything else platform_outputs(cfg.observability, None)
     return outputs
 
@@ -87,7 +90,8 @@ def _build_eks(cfg: PlatformConfig) -> tuple[k8s.Provider, dict[str, Any], EksAc
                        oidc_issuer_url=cluster.oidc_issuer_url)
     if cfg.addons.cluster_autoscaler:
         ClusterAutoscaler(f"{name}-autoscaler", ClusterAutoscalerArgs(
-            cluster_name=name, kubernetes_version=cfg.cluster.kubernetes_version, eks=access),
+            cluster_name=name, kubernetes_version=cfg.cluster.kubernetes_version, eks=access,
+            helm_repository=cfg.sources.helm_repository),
             opts=pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}, depends_on=pools))
     return cluster.provider, {
         "kubeconfig": cluster.kubeconfig,

@@ -15,6 +15,7 @@ from components.versions import (
 @dataclass(frozen=True)
 class NvidiaDevicePluginArgs:
     namespace: str = "nvidia-device-plugin"
+    helm_repository: str | None = None
 
 
 class NvidiaDevicePlugin(pulumi.ComponentResource):
@@ -22,6 +23,6 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
         super().__init__("ray-platform:index:NvidiaDevicePlugin", name, None, opts)
         self.release = pinned_release(
             f"{name}-release", chart=NVIDIA_DEVICE_PLUGIN_CHART, version=NVIDIA_DEVICE_PLUGIN_VERSION,
-            repo=NVIDIA_DEVICE_PLUGIN_CHART_REPO, namespace=args.namespace, create_namespace=True,
+            repo=NVIDIA_DEVICE_PLUGIN_CHART_REPO, mirror=args.helm_repository, namespace=args.namespace, create_namespace=True,
             values=device_plugin_values(), parent=self)
         self.register_outputs({"version": NVIDIA_DEVICE_PLUGIN_VERSION})

@@ -65,6 +65,7 @@ class ObservabilityArgs:
     # what the chart waits for (components/platform/block_storage.py).
     default_storage_class: str | None = None
     storage_ready: Sequence[pulumi.Resource] = ()
+    helm_repository: str | None = None
 
 
 class Observability(pulumi.ComponentResource):
@@ -100,13 +101,13 @@ class Observability(pulumi.ComponentResource):
             storage_class = cfg.prometheus.storage_class or args.default_storage_class
             stack = pinned_release(
                 f"{name}-kube-prometheus-stack", chart=KUBE_PROMETHEUS_STACK_CHART,
-                version=KUBE_PROMETHEUS_STACK_VERSION, repo=KUBE_PROMETHEUS_STACK_CHART_REPO,
+                version=KUBE_PROMETHEUS_STACK_VERSION, repo=KUBE_PROMETHEUS_STACK_CHART_REPO, mirror=args.helm_repository,
                 namespace=cfg.namespace, parent=self, depends_on=chart_needs,
                 values=kube_prometheus_stack_values(cfg, args.kuberay_namespace, storage_class, args.node_selector))
         if cfg.dcgm_exporter:
             # Its ServiceMonitor needs the CRDs the monitoring stack installs.
             pinned_release(f"{name}-dcgm-exporter", chart=DCGM_EXPORTER_CHART, version=DCGM_EXPORTER_VERSION,
-                           repo=DCGM_EXPORTER_CHART_REPO, namespace=cfg.namespace, parent=self,
+                           repo=DCGM_EXPORTER_CHART_REPO, mirror=args.helm_repository, namespace=cfg.namespace, parent=self,
                            depends_on=[namespace, *([stack] if stack else [])],
                            values=dcgm_exporter_values(service_monitor=stack is not None))
         log_shipping: dict[str, Any] | None = None

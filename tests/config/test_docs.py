@@ -30,8 +30,8 @@ PULUMI_YAML: dict[str, Any] = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
 EVERY_BRANCH: list[dict[str, Any]] = [
     {"layer": "platform", "cluster": {"provider": "eks", "systemNodes": {}}, "network": {}, "gpuPools": [{}],
      "addons": {}, "kuberay": {},
-     "observability": {"prometheus": {}, "grafana": {}, "dcgmExporter": {}, "logShipping": {}}},
-    {"layer": "platform", "cluster": {"provider": "existing"}},
+     "observability": {"prometheus": {}, "grafana": {}, "dcgmExporter": {}, "logShipping": {}}, "sources": {}},
+    {"layer": "platform", "cluster": {"provider": "existing"}, "gpuPools": [{}]},
     {"layer": "team", "team": {"quota": {}, "limitRange": {}},
      "rayClusters": [{"head": {}, "workerGroups": [{}], "gcsFaultTolerance": {}, "autoscaler": {}}],
      "jobs": [{"kind": "train", "resources": {}, "submission": "kuberay", "kuberay": {}},

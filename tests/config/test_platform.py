@@ -88,9 +88,13 @@ BAD_CASES = [
      "ray-platform:network.existingPrivateSubnetIds", ">= 2 private subnet"),
     ("GPU pools without device plugin", with_change("addons", {"nvidiaDevicePlugin": False}),
      "ray-platform:addons.nvidiaDevicePlugin", "device plugin"),
-    ("existing cluster with GPU pools", with_change("cluster", {"provider": "existing", "name": "kind",
-                                                                "kubeconfigPath": "~/.kube/config"}),
-     "ray-platform:gpuPools", "existing cluster brings its own nodes"),
+    ("existing cluster's GPU pool with a node group setting",
+     with_change("cluster", {"provider": "existing", "name": "kind", "kubeconfigPath": "~/.kube/config"}),
+     "ray-platform:gpuPools[0].instanceTypes", "only for EKS pools"),
+    ("mirror that is not a URL", with_change("sources", {"helmRepository": "charts.internal"}),
+     "ray-platform:sources.helmRepository", "http(s) URL of a Helm repository"),
+    ("typo in sources", with_change("sources", {"helmRepo": "http://charts.internal"}),
+     "ray-platform:sources.helmRepo", "unknown key"),
     ("existing cluster without kubeconfig", {"layer": "platform", "environment": "local",
                                              "cluster": {"provider": "existing", "name": "kind"},
                                              "addons": {"clusterAutoscaler": False}},
@@ -103,6 +107,27 @@ BAD_CASES = [
 @pytest.mark.parametrize(("raw", "path", "allowed"), [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
 def test_bad_config_names_the_key_path(raw: dict[str, Any], path: str, allowed: str) -> None:
     assert_refused_at(raw, path, allowed, "dev", "us-west-2")
+
+
+def test_existing_cluster_describes_the_gpu_pools_it_has() -> None:
+    raw = {"layer": "platform", "environment": "local",
+           "cluster": {"provider": "existing", "name": "kind", "kubeconfigPath": "~/.kube/config"},
+           "addons": {"clusterAutoscaler": False, "nvidiaDevicePlugin": False},
+           "gpuPools": [{"name": "a10g", "gpusPerNode": 4, "maxSize": 2}]}
+    cfg = parse(raw, "local", None)
+    assert isinstance(cfg, PlatformConfig)
+    [pool] = cfg.gpu_pools
+    assert (pool.name, pool.gpus_per_node, pool.max_size, pool.instance_types) == ("a10g", 4, 2, ())
+
+
+def test_sources_default_to_upstream_and_name_a_mirror() -> None:
+    base = parse(with_change("sources", {}), "dev", "us-west-2")
+    assert isinstance(base, PlatformConfig)
+    assert (base.sources.helm_repository, base.sources.kuberay_crds) == (None, None)
+    mirror = {"helmRepository": "https://charts.internal/ray-platform", "kuberayCrds": "/srv/crds/kuberay/v1.7.0"}
+    cfg = parse(with_change("sources", mirror), "dev", "us-west-2")
+    assert isinstance(cfg, PlatformConfig)
+    assert (cfg.sources.helm_repository, cfg.sources.kuberay_crds) == tuple(mirror.values())
 
 
 def test_every_problem_is_reported_at_once() -> None:

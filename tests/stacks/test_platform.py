@@ -11,6 +11,7 @@ import pulumi
 import pytest
 
 from components.platform.block_storage import EBS_CSI_ADDON, EBS_CSI_SERVICE_ACCOUNT, STORAGE_CLASS
+from components.platform.kuberay_operator import CRD_KINDS
 from components.constants import (
     EKS_TAINT_EFFECT, GPU_NODE_LABEL, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL,
 )
@@ -174,7 +175,7 @@ def test_addon_charts_are_pinned_and_the_operator_owns_no_crds(path: Path) -> No
     assert kuberay["version"] == KUBERAY_VERSION and kuberay["skipCrds"] is True
     assert kuberay["values"]["image"]["tag"] == f"v{KUBERAY_VERSION}"
     crd_files = sorted(x["inputs"]["file"] for x in of_type(r, "kubernetes:yaml/v2:ConfigFile"))
-    assert len(crd_files) == 3 and all(f"/v{KUBERAY_VERSION}/" in f for f in crd_files)
+    assert len(crd_files) == len(CRD_KINDS) and all(f"/v{KUBERAY_VERSION}/" in f for f in crd_files)
     if "nvidia-device-plugin" in releases:
         plugin = releases["nvidia-device-plugin"]["inputs"]
         assert plugin["version"] == NVIDIA_DEVICE_PLUGIN_VERSION
