@@ -418,11 +418,29 @@ def _release_commit(mod: str, version: str) -> str:
     return commit
 
 
+def _pulumi_release_commit(v: str) -> tuple[str, str]:
+    """(commit, commit time) of Pulumi release v, from the Origin the proxy gives pkg/v3 or sdk/v3."""
+    why = []
+    for mod in (f"{PULUMI}/pkg/v3", f"{PULUMI}/sdk/v3"):
+        try:
+            info = module_info(mod, v)
+        except BuildError as e:
+            why.append(str(e).splitlines()[0])
+            continue
+        origin = info.get("Origin") or {}
+        if origin.get("Hash"):
+            return origin["Hash"], info["Time"]
+        why.append(f"{mod}@{v}: the proxy's .info has no Origin (commit)")
+    raise BuildError(f"the release commit of Pulumi {v} cannot be resolved: {'; '.join(why)}")
+
+
 def _language_python(ctx: Ctx) -> dict:
     v = "v" + ctx.pins["pulumi"]
-    commit = _release_commit(f"{PULUMI}/sdk/v3", v)
+    commit, when = _pulumi_release_commit(v)
     mod = f"{PULUMI}/sdk/python/cmd/pulumi-language-python/v3"
-    pseudo = mod_info_only(mod, commit)["Version"]
+    # The module has no tags: its version at the release commit is the v3.0.0 pseudo-version.
+    stamp = time.strftime("%Y%m%d%H%M%S", time.strptime(when[:19], "%Y-%m-%dT%H:%M:%S"))
+    pseudo = f"v3.0.0-{stamp}-{commit[:12]}"
     w = Wrapper("pulumi-language-python", mod, pseudo, [mod],
                 ldflags=[f"-X {PULUMI}/sdk/v3/go/common/version.Version={v}"],
                 map_local=lambda path, target: v if path == f"{PULUMI}/sdk/v3" else None,
@@ -432,7 +450,7 @@ def _language_python(ctx: Ctx) -> dict:
     exe = ctx.bin / "pulumi-language-python-exec"
     shutil.copyfile(sdk / "python" / "cmd" / "pulumi-language-python-exec", exe)
     exe.chmod(0o755)
-    return {**res, "exec-script": f"{PULUMI}/sdk/v3@{v} python/cmd/pulumi-language-python-exec"}
+    return {**res, "origin": commit, "exec-script": f"{PULUMI}/sdk/v3@{v} python/cmd/pulumi-language-python-exec"}
 
 
 def _kubernetes_provider(ctx: Ctx) -> dict:
