@@ -55,11 +55,12 @@ _C = runpy.run_path(str(REPO / "components" / "constants.py"))
 _V = runpy.run_path(str(REPO / "components" / "versions.py"))
 KUBERAY_CRDS = SHARED / "kuberay-crds" / f"v{_V['KUBERAY_VERSION']}"
 
-# The node pools KWOK pretends to run: (pool, count, cpu, memory, gpus per node, role).
+# The node pools KWOK pretends to run: (pool, count, cpu, memory, gpus per node, role label or None).
 # GPU pools are named like the shipped stacks' gpuPools; a team's GPU group selects on the pool label.
-POOLS: list[tuple[str, int, str, str, int, str]] = [
+# The platform has no CPU role: CPU nodes carry only their pool label.
+POOLS: list[tuple[str, int, str, str, int, str | None]] = [
     ("system", 2, "4", "16Gi", 0, _C["ROLE_SYSTEM"]),
-    ("cpu", 2, "16", "64Gi", 0, "cpu"),
+    ("cpu", 2, "16", "64Gi", 0, None),
     ("g5-ondemand", 2, "8", "32Gi", 1, _C["ROLE_GPU"]),
     ("g5-12xlarge", 1, "48", "192Gi", 4, _C["ROLE_GPU"]),
 ]
@@ -343,8 +344,10 @@ def node_objects() -> list[dict]:
     out = []
     for pool, count, cpu, mem, gpus, role in POOLS:
         for i in range(count):
-            labels = {_C["NODE_POOL_LABEL"]: pool, _C["NODE_ROLE_LABEL"]: role, "type": "kwok",
+            labels = {_C["NODE_POOL_LABEL"]: pool, "type": "kwok",
                       "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
+            if role:
+                labels[_C["NODE_ROLE_LABEL"]] = role
             taints = []
             capacity = {"cpu": cpu, "memory": mem, "pods": "110", "ephemeral-storage": "100Gi"}
             if gpus:
@@ -373,6 +376,11 @@ def create_nodes() -> None:
         except urllib.error.HTTPError as e:
             if e.code != 409:
                 raise
+            # Kept from an earlier `up` (etcd data stays): bring labels and taints to today's shape.
+            labels = {k: None for k in (_C["NODE_ROLE_LABEL"], _C["GPU_NODE_LABEL"])} | node["metadata"]["labels"]
+            api("PATCH", f"/api/v1/nodes/{node['metadata']['name']}",
+                {"metadata": {"labels": labels}, "spec": {"taints": node["spec"].get("taints")}},
+                content_type="application/merge-patch+json")
     names = {n["metadata"]["name"] for n in node_objects()}
 
     def all_ready():
