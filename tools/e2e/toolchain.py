@@ -6,6 +6,7 @@
     python -m tools.e2e.toolchain pins        # the pins and the cache key
     python -m tools.e2e.toolchain status      # what is built, what is missing
     python -m tools.e2e.toolchain lock        # record the wrappers' go.mod/go.sum in tools/e2e/gomod/
+    python -m tools.e2e.toolchain prune       # delete the binaries of other (older) pins
 
 Every version comes from one place: the Python pins (`pulumi`, `pulumi-kubernetes`) from
 requirements.txt, everything else from components/versions.py (KUBERAY_VERSION and the section
@@ -52,7 +53,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Committed go.sum (and go.mod, for review) of each wrapper module: a build starts from them, so every
 # module a build has used before is checked against the recorded hash. `lock` refreshes them.
 LOCK_DIR = Path(__file__).resolve().parent / "gomod"
-RECIPE = 1  # bump when the build recipe changes in a way that changes the binaries
+RECIPE = 2  # bump when the build recipe changes in a way that changes the binaries
 
 
 # --------------------------------------------------------------------------- pins
@@ -355,8 +356,9 @@ def _etcd(ctx: Ctx) -> dict:
 
 def _kwok(ctx: Ctx) -> dict:
     v = ctx.pins["kwok"]
-    flags = [f"-X sigs.k8s.io/kwok/pkg/consts.Version={v}",
-             f"-X sigs.k8s.io/kwok/pkg/consts.KubeVersion={ctx.pins['kubernetes']}"]
+    # kwok spells its versions without the "v" (consts.go)
+    flags = [f"-X sigs.k8s.io/kwok/pkg/consts.Version={v.lstrip('v')}",
+             f"-X sigs.k8s.io/kwok/pkg/consts.KubeVersion={ctx.pins['kubernetes'].lstrip('v')}"]
     w = Wrapper("kwok", "sigs.k8s.io/kwok", v, ["sigs.k8s.io/kwok/cmd/kwok", "sigs.k8s.io/kwok/cmd/kwokctl"],
                 ldflags=flags)
     res = w.build(ctx.bin, ctx.src)
@@ -653,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--only", default="", help="comma-separated tool names (see `status`)")
     b.add_argument("--keep-going", action="store_true", help="build the other tools when one fails")
     sub.add_parser("lock", help=f"copy the built wrappers' go.mod/go.sum to {LOCK_DIR.relative_to(REPO)}/")
+    sub.add_parser("prune", help="delete the cache's other keys (binaries of older pins); keeps gomod/gocache")
     sub.add_parser("path", help="print the bin directory")
     sub.add_parser("env", help="print shell exports for the toolchain")
     sub.add_parser("pins", help="print the pins and the cache key")
@@ -662,6 +665,12 @@ def main(argv: list[str] | None = None) -> int:
         return build([s for s in a.only.split(",") if s] or None, a.keep_going)
     if a.cmd == "lock":
         return lock()
+    if a.cmd == "prune":
+        for d in cache_root().iterdir():
+            if d.is_dir() and d.name not in ("gomod", "gocache", key_dir().name) and (d / "manifest.json").exists():
+                shutil.rmtree(d)
+                print(f"removed {d}")
+        return 0
     if a.cmd == "path":
         print(bin_dir())
     elif a.cmd == "env":
