@@ -445,7 +445,7 @@ def _language_python(ctx: Ctx) -> dict:
     pseudo = f"v3.0.0-{stamp}-{commit[:12]}"
     w = Wrapper("pulumi-language-python", mod, pseudo, [mod],
                 ldflags=[f"-X {PULUMI}/sdk/v3/go/common/version.Version={v}"],
-                map_local=lambda path, target: v if path == f"{PULUMI}/sdk/v3" else None,
+                map_local=lambda path, target: v if path in (f"{PULUMI}/sdk/v3", f"{PULUMI}/pkg/v3") else None,
                 sibling_replaces=True, binary="pulumi-language-python")
     res = w.build(ctx.bin, ctx.src)
     sdk = Path(module_info(f"{PULUMI}/sdk/v3", v)["Dir"])
