@@ -78,9 +78,11 @@ E2E_CONTROLPLANE_TOOLS := kubernetes,etcd,kwok$(if $(RAY_PLATFORM_E2E_KUBERAY_OP
 e2e-toolchain:
 	$(PYTHON) -m tools.e2e.toolchain build --keep-going
 
-e2e-up:
+# The venv: `up` deploys the local platform stack with the real CLI, whose language host runs the
+# program in ./venv.
+e2e-up: $(STAMP)
 	-$(PYTHON) -m tools.e2e.toolchain build --only $(E2E_CONTROLPLANE_TOOLS)
-	$(PYTHON) -m tools.e2e.controlplane up $(ARGS)
+	$(PY) -m tools.e2e.controlplane up $(ARGS)
 
 e2e-down:
 	$(PYTHON) -m tools.e2e.controlplane down

@@ -47,7 +47,9 @@ REPO = toolchain.REPO
 STATE_DIR = Path(os.environ.get("RAY_PLATFORM_E2E_STATE", REPO / "build" / "e2e")).resolve()
 SHARED = (REPO.parent / "shared").resolve()
 HELM_REPO = SHARED / "helm-repo"
-PASSPHRASE = os.environ.get("RAY_PLATFORM_E2E_PASSPHRASE", "ray-platform-e2e")
+# The passphrase the shipped local stacks (stacks/Pulumi.local.yaml, demo-local) are encrypted with.
+PASSPHRASE = os.environ.get("RAY_PLATFORM_E2E_PASSPHRASE", "ray-platform-local")
+CONTEXT = "ray-platform-e2e"
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.1/16"  # kwok hands pod IPs out of it
 
@@ -144,12 +146,12 @@ def make_pki() -> None:
 def write_kubeconfig(api_port: int) -> None:
     b64 = lambda n: base64.b64encode((PKI / n).read_bytes()).decode()  # noqa: E731
     cfg = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "ray-platform-e2e",
+        "apiVersion": "v1", "kind": "Config", "current-context": CONTEXT,
         "clusters": [{"name": "ray-platform-e2e", "cluster": {
             "server": f"https://127.0.0.1:{api_port}", "certificate-authority-data": b64("ca.crt")}}],
         "users": [{"name": "admin", "user": {
             "client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")}}],
-        "contexts": [{"name": "ray-platform-e2e", "context": {"cluster": "ray-platform-e2e", "user": "admin"}}],
+        "contexts": [{"name": CONTEXT, "context": {"cluster": "ray-platform-e2e", "user": "admin"}}],
     }
     KUBECONFIG.write_text(json.dumps(cfg, indent=2) + "\n")  # JSON is YAML
     KUBECONFIG.chmod(0o600)
@@ -397,7 +399,7 @@ def start_mirror(state: dict) -> str:
         raise SystemExit(f"e2e: no chart mirror at {HELM_REPO} (index.yaml)")
     start(state, "chart-mirror", [sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
                                   "--directory", str(HELM_REPO), str(port)])
-    url = f"http://127.0.0.1:{port}"
+    url = mirror_url(state)
     wait_for("chart mirror", lambda: urllib.request.urlopen(f"{url}/index.yaml", timeout=2).status == 200, timeout=30)
     return url
 
@@ -411,14 +413,18 @@ def apply_kuberay_crds() -> None:
     log(f"KubeRay CRDs from {KUBERAY_CRDS} established")
 
 
-def deploy_platform() -> None:
-    """HOOK: what the cluster gets before the operator starts.
+def mirror_url(state: dict) -> str:
+    return f"http://127.0.0.1:{state['ports']['chart-mirror']}"
 
-    Today: the KubeRay CRDs, applied with kubectl. To be replaced by `pulumi up` of the `local`
-    platform stack (e2e config layered on with --config-file, charts from RAY_PLATFORM_CHART_MIRROR)
-    once the program reads a chart mirror; the stack then installs the CRDs itself.
-    """
-    apply_kuberay_crds()
+
+def deploy_platform(state: dict) -> None:
+    """What the cluster gets before the operator starts: the `local` platform stack, deployed by
+    the real `pulumi up` (its CRDs from the mirror, its charts from the chart mirror)."""
+    from tools.e2e import stacks  # it drives the CLI with this module's settings
+    t0 = time.monotonic()
+    stacks.up(state, stacks.PLATFORM_STACK)
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(KUBERAY_CRDS))
+    log(f"platform stack `{stacks.PLATFORM_STACK}` deployed by pulumi up in {time.monotonic() - t0:.0f}s")
 
 
 def start_operator(state: dict) -> None:
@@ -450,7 +456,7 @@ def env_exports(state: dict) -> dict[str, str]:
         "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
         "PULUMI_SKIP_UPDATE_CHECK": "true",
-        "RAY_PLATFORM_CHART_MIRROR": f"http://127.0.0.1:{state['ports']['chart-mirror']}",
+        "RAY_PLATFORM_CHART_MIRROR": mirror_url(state),
         "RAY_PLATFORM_E2E_STATE": str(STATE_DIR),
     }
 
@@ -474,8 +480,10 @@ def up(args: argparse.Namespace) -> int:
     create_nodes()
     mirror = start_mirror(state)
     write_env_sh(state)
-    if not args.no_platform:
-        deploy_platform()
+    if args.no_platform:
+        apply_kuberay_crds()
+    else:
+        deploy_platform(state)
     rc = 0
     if args.no_operator:
         log("KubeRay operator not started (--no-operator)")
@@ -541,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.e2e.controlplane", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up", help="start the control plane, KWOK nodes, chart mirror and KubeRay operator")
-    u.add_argument("--no-platform", action="store_true", help="skip the deploy_platform() hook (CRDs)")
+    u.add_argument("--no-platform", action="store_true",
+                   help="apply the KubeRay CRDs with kubectl instead of deploying the `local` platform stack")
     u.add_argument("--no-operator", action="store_true", help="do not start the KubeRay operator")
     sub.add_parser("down", help="stop everything started by `up`")
     sub.add_parser("status", help="what runs (exit 1 if anything is down)")
