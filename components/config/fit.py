@@ -1,5 +1,10 @@
-"""Whether a team's RayClusters and jobs fit: Kubernetes quantities, the demand of every pod at
-max scale, and the checks of that demand against the team's quota and its LimitRange."""
+"""Whether a team's RayClusters and jobs fit: Kubernetes quantities, the containers of every pod
+and their sizes, the demand of every pod at max scale, and the checks of that demand against the
+team's quota and its LimitRange.
+
+The per-pod container lists below are the one source of truth for pod sizing: the quota math sums
+them, and the spec builders (components/specs/raycluster.py, log_shipping.py, rayjob.py) take
+each container's resources from them, so what is counted is what is built."""
 from __future__ import annotations
 
 import re
@@ -7,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from components.config.model import (
     LOG_SHIPPER_CPU, LOG_SHIPPER_MEMORY, SUBMITTER_CPU, SUBMITTER_MEMORY, JobConfig, KubeRayJobConfig,
-    KubeRayServiceConfig, RayClusterConfig, TeamConfig,
+    KubeRayServiceConfig, RayClusterConfig, TeamConfig, WorkerGroupConfig,
 )
 from components.config.reader import Problems, ns
 
@@ -28,6 +33,55 @@ def quantity_value(q: str | None) -> float:
     return number * scale.get(unit, 1)
 
 
+# The containers of the Ray pods, by name. KubeRay injects the autoscaler into the head pod from
+# the RayCluster's autoscalerOptions (its container is named "autoscaler"); the rest the builders
+# add themselves.
+RAY_HEAD_CONTAINER = "ray-head"
+RAY_WORKER_CONTAINER = "ray-worker"
+AUTOSCALER_CONTAINER = "autoscaler"
+LOG_SHIPPER_CONTAINER = "fluent-bit"
+SUBMITTER_CONTAINER = "ray-job-submitter"
+
+
+@dataclass(frozen=True)
+class ContainerSize:
+    """One container of a pod and what it requests (requests == limits: Guaranteed QoS)."""
+
+    name: str
+    cpu: str
+    memory: str
+    gpus: int = 0
+
+
+def _log_shipper(cluster: RayClusterConfig) -> tuple[ContainerSize, ...]:
+    # Every Ray pod of a team that ships its logs also runs the Fluent Bit sidecar.
+    if not cluster.observability.log_shipping:
+        return ()
+    return (ContainerSize(LOG_SHIPPER_CONTAINER, LOG_SHIPPER_CPU, LOG_SHIPPER_MEMORY),)
+
+
+def head_pod_containers(cluster: RayClusterConfig) -> tuple[ContainerSize, ...]:
+    """The head pod: Ray (no GPU: no tasks run there), the autoscaler sidecar, the log shipper if any."""
+    return (ContainerSize(RAY_HEAD_CONTAINER, cluster.head.cpu, cluster.head.memory),
+            ContainerSize(AUTOSCALER_CONTAINER, cluster.autoscaler_cpu, cluster.autoscaler_memory),
+            *_log_shipper(cluster))
+
+
+def worker_pod_containers(cluster: RayClusterConfig, group: WorkerGroupConfig) -> tuple[ContainerSize, ...]:
+    """A worker pod of `group` in `cluster`: Ray with the group's GPUs, the log shipper if any."""
+    return (ContainerSize(RAY_WORKER_CONTAINER, group.cpu, group.memory, group.gpus), *_log_shipper(cluster))
+
+
+def submitter_pod_containers() -> tuple[ContainerSize, ...]:
+    """The pod KubeRay starts per RayJob to submit it and follow its logs."""
+    return (ContainerSize(SUBMITTER_CONTAINER, SUBMITTER_CPU, SUBMITTER_MEMORY),)
+
+
+def container_size(containers: tuple[ContainerSize, ...], name: str) -> ContainerSize | None:
+    """The container of that name in a pod's list, or None when the pod does not run it."""
+    return next((c for c in containers if c.name == name), None)
+
+
 @dataclass(frozen=True)
 class Demand:
     """What the RayClusters of one namespace request at max scale (every group at maxReplicas)."""
@@ -38,23 +92,25 @@ class Demand:
     pods: int
 
 
+def _plus(a: Demand, b: Demand) -> Demand:
+    return Demand(cpu=a.cpu + b.cpu, memory=a.memory + b.memory, gpus=a.gpus + b.gpus, pods=a.pods + b.pods)
+
+
+def pod_demand(containers: tuple[ContainerSize, ...], replicas: int = 1) -> Demand:
+    """What `replicas` pods running `containers` request."""
+    cpu = sum(quantity_value(c.cpu) for c in containers)
+    memory = sum(quantity_value(c.memory) for c in containers)
+    gpus = sum(c.gpus for c in containers)
+    return Demand(cpu=cpu * replicas, memory=memory * replicas, gpus=gpus * replicas, pods=replicas)
+
+
 def max_demand(clusters: tuple[RayClusterConfig, ...]) -> Demand:
-    cpu = memory = 0.0
-    gpus = pods = 0
+    total = Demand(cpu=0.0, memory=0.0, gpus=0, pods=0)
     for c in clusters:
-        # Every Ray pod of a team that ships its logs also runs the Fluent Bit sidecar.
-        shipper_cpu = quantity_value(LOG_SHIPPER_CPU) if c.observability.log_shipping else 0.0
-        shipper_memory = quantity_value(LOG_SHIPPER_MEMORY) if c.observability.log_shipping else 0.0
-        # The head pod runs Ray and the autoscaler sidecar.
-        cpu += quantity_value(c.head.cpu) + quantity_value(c.autoscaler_cpu) + shipper_cpu
-        memory += quantity_value(c.head.memory) + quantity_value(c.autoscaler_memory) + shipper_memory
-        pods += 1
+        total = _plus(total, pod_demand(head_pod_containers(c)))
         for g in c.worker_groups:
-            cpu += (quantity_value(g.cpu) + shipper_cpu) * g.max_replicas
-            memory += (quantity_value(g.memory) + shipper_memory) * g.max_replicas
-            gpus += g.gpus * g.max_replicas
-            pods += g.max_replicas
-    return Demand(cpu=cpu, memory=memory, gpus=gpus, pods=pods)
+            total = _plus(total, pod_demand(worker_pod_containers(c, g), g.max_replicas))
+    return total
 
 
 def ephemeral_cluster(job: JobConfig, base: RayClusterConfig) -> RayClusterConfig:
@@ -71,10 +127,6 @@ def ephemeral_cluster(job: JobConfig, base: RayClusterConfig) -> RayClusterConfi
     return replace(base, worker_groups=groups, gcs_fault_tolerance=None)
 
 
-def _plus(a: Demand, b: Demand) -> Demand:
-    return Demand(cpu=a.cpu + b.cpu, memory=a.memory + b.memory, gpus=a.gpus + b.gpus, pods=a.pods + b.pods)
-
-
 def kuberay_demand(jobs: tuple[JobConfig, ...], clusters: tuple[RayClusterConfig, ...]) -> Demand:
     """What the KubeRay custom resources add to the long-lived RayClusters at max scale.
 
@@ -87,8 +139,7 @@ def kuberay_demand(jobs: tuple[JobConfig, ...], clusters: tuple[RayClusterConfig
     for job in jobs:
         base = by_name.get(job.cluster)
         if isinstance(job.kuberay, KubeRayJobConfig):
-            total = _plus(total, Demand(cpu=quantity_value(SUBMITTER_CPU), memory=quantity_value(SUBMITTER_MEMORY),
-                                        gpus=0, pods=1))
+            total = _plus(total, pod_demand(submitter_pod_containers()))
             if job.kuberay.ephemeral and base is not None:
                 total = _plus(total, max_demand((ephemeral_cluster(job, base),)))
         elif isinstance(job.kuberay, KubeRayServiceConfig) and job.kuberay.upgrade_strategy == "NewCluster" \

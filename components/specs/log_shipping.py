@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.config.model import LOG_SHIPPER_CPU, LOG_SHIPPER_MEMORY
+from components.config.fit import LOG_SHIPPER_CONTAINER, ContainerSize
 from components.versions import FLUENT_BIT_IMAGE
 
-CONTAINER = "fluent-bit"
+CONTAINER = LOG_SHIPPER_CONTAINER
 RAY_LOGS_VOLUME = "ray-logs"
 RAY_TEMP_DIR = "/tmp/ray"
 STATE_VOLUME = "fluent-bit-state"
@@ -90,11 +90,13 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def sidecar(config_map: str) -> dict[str, Any]:
-    """The Fluent Bit container, for the pod's initContainers (restartPolicy Always: a native sidecar)."""
-    resources = {"cpu": LOG_SHIPPER_CPU, "memory": LOG_SHIPPER_MEMORY}
+def sidecar(config_map: str, size: ContainerSize) -> dict[str, Any]:
+    """The Fluent Bit container, for the pod's initContainers (restartPolicy Always: a native sidecar).
+
+    `size` is its entry in the pod's sizing (components/config/fit.py), which the quota math counts."""
+    resources = {"cpu": size.cpu, "memory": size.memory}
     return {
-        "name": CONTAINER,
+        "name": size.name,
         "image": FLUENT_BIT_IMAGE,
         "imagePullPolicy": "IfNotPresent",
         "restartPolicy": "Always",

@@ -21,6 +21,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from components.specs import log_shipping
+from components.config.fit import (
+    AUTOSCALER_CONTAINER, LOG_SHIPPER_CONTAINER, RAY_HEAD_CONTAINER, RAY_WORKER_CONTAINER, ContainerSize,
+    container_size, head_pod_containers, worker_pod_containers,
+)
 from components.config.model import LB_SERVICE_TYPE, RayClusterConfig, RayObservability, WorkerGroupConfig
 from components.constants import (
     GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL, PART_OF_LABEL,
@@ -53,8 +57,9 @@ INTERNAL_LB_ANNOTATIONS = {
 AUTOSCALER_VERSION = "v2"
 
 SHM_VOLUME = "dshm"
-HEAD_CONTAINER = "ray-head"
-WORKER_CONTAINER = "ray-worker"
+# The containers and their sizes come from components/config/fit.py, which the quota math sums.
+HEAD_CONTAINER = RAY_HEAD_CONTAINER
+WORKER_CONTAINER = RAY_WORKER_CONTAINER
 
 # Besides each node's metrics port, the head serves the autoscaler's metrics (its sidecar
 # container shares the pod's network) and the dashboard's own; Ray's Grafana dashboards use
@@ -136,13 +141,20 @@ def _port(name: str, port: int) -> dict[str, Any]:
     return {"name": name, "containerPort": port, "protocol": "TCP"}
 
 
-def _ray_container(name: str, image: str, cpu: str, memory: str, gpus: int,
-                   ports: list[dict[str, Any]]) -> dict[str, Any]:
+def _sized(containers: tuple[ContainerSize, ...], name: str) -> ContainerSize:
+    size = container_size(containers, name)
+    if size is None:
+        raise ValueError(f"no {name!r} container in the pod's sizing: {containers}")
+    return size
+
+
+def _ray_container(size: ContainerSize, image: str, ports: list[dict[str, Any]]) -> dict[str, Any]:
+    gpus = size.gpus
     container: dict[str, Any] = {
-        "name": name,
+        "name": size.name,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "resources": guaranteed_resources(cpu, memory, gpus),
+        "resources": guaranteed_resources(size.cpu, size.memory, gpus),
         "ports": ports,
         "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
         "securityContext": container_security_context(),
@@ -176,12 +188,16 @@ def _metrics_env(cluster: str) -> list[dict[str, Any]]:
     return [*refs, {"name": GRAFANA_CLUSTER_FILTER_ENV, "value": cluster}]
 
 
-def _ship_logs(template: dict[str, Any]) -> None:
-    """Put /tmp/ray of the pod's Ray container on a volume the Fluent Bit sidecar reads."""
+def _ship_logs(template: dict[str, Any], containers: tuple[ContainerSize, ...]) -> None:
+    """If the pod's sizing has the log shipper: put /tmp/ray of the pod's Ray container on a volume
+    the Fluent Bit sidecar reads, and add the sidecar at its size."""
+    size = container_size(containers, LOG_SHIPPER_CONTAINER)
+    if size is None:
+        return
     spec = template["spec"]
     spec["containers"][0]["volumeMounts"].append(log_shipping.ray_logs_mount())
     spec["volumes"].extend(log_shipping.volumes(OBSERVABILITY_CONFIG_MAP))
-    spec["initContainers"] = [log_shipping.sidecar(OBSERVABILITY_CONFIG_MAP)]
+    spec["initContainers"] = [log_shipping.sidecar(OBSERVABILITY_CONFIG_MAP, size)]
 
 
 def _pod_template(container: dict[str, Any], shm_size: str, gpus: int, gpu_pool: str | None,
@@ -209,11 +225,12 @@ def _ray_start_params(gpus: int) -> dict[str, str]:
 
 def head_group_spec(cfg: RayClusterConfig, labels: dict[str, str]) -> dict[str, Any]:
     head = cfg.head
+    containers = head_pod_containers(cfg)
     ports = [_port("gcs-server", RAY_GCS_PORT), _port("dashboard", RAY_DASHBOARD_PORT),
              _port("client", RAY_CLIENT_PORT), _port("serve", RAY_SERVE_PORT), _port("metrics", RAY_METRICS_PORT)]
     if cfg.observability.metrics:
         ports += [_port("as-metrics", AUTOSCALER_METRICS_PORT), _port("dash-metrics", DASHBOARD_METRICS_PORT)]
-    container = _ray_container(HEAD_CONTAINER, RAY_IMAGE_CPU, head.cpu, head.memory, 0, ports)
+    container = _ray_container(_sized(containers, HEAD_CONTAINER), RAY_IMAGE_CPU, ports)
     if cfg.observability.metrics:
         container["env"] += _metrics_env(cfg.name)
     params = {
@@ -229,8 +246,7 @@ def head_group_spec(cfg: RayClusterConfig, labels: dict[str, str]) -> dict[str, 
         "rayStartParams": params,
         "template": _pod_template(container, head.shm_size, 0, None, labels),
     }
-    if cfg.observability.log_shipping:
-        _ship_logs(group["template"])
+    _ship_logs(group["template"], containers)
     if head.service_type == LB_SERVICE_TYPE:
         group["serviceType"] = "LoadBalancer"
         # Annotations on the head Service template itself, where reviewers and policy look.
@@ -238,15 +254,14 @@ def head_group_spec(cfg: RayClusterConfig, labels: dict[str, str]) -> dict[str, 
     return group
 
 
-def worker_group_spec(group: WorkerGroupConfig, labels: dict[str, str], ship_logs: bool = False) -> dict[str, Any]:
+def worker_group_spec(cfg: RayClusterConfig, group: WorkerGroupConfig, labels: dict[str, str]) -> dict[str, Any]:
+    containers = worker_pod_containers(cfg, group)
     image = RAY_IMAGE_GPU if group.gpus else RAY_IMAGE_CPU
-    container = _ray_container(WORKER_CONTAINER, image, group.cpu, group.memory, group.gpus,
-                               [_port("metrics", RAY_METRICS_PORT)])
+    container = _ray_container(_sized(containers, WORKER_CONTAINER), image, [_port("metrics", RAY_METRICS_PORT)])
     template = _pod_template(container, group.shm_size, group.gpus, group.gpu_pool, labels)
     # Ray workers never call the Kubernetes API; only the head's autoscaler does.
     template["spec"]["automountServiceAccountToken"] = False
-    if ship_logs:
-        _ship_logs(template)
+    _ship_logs(template, containers)
     return {
         "groupName": group.name,
         "replicas": group.replicas,
@@ -258,11 +273,13 @@ def worker_group_spec(group: WorkerGroupConfig, labels: dict[str, str], ship_log
 
 
 def _autoscaler_options(cfg: RayClusterConfig) -> dict[str, Any]:
+    # KubeRay builds the autoscaler container of the head pod from these options.
+    size = _sized(head_pod_containers(cfg), AUTOSCALER_CONTAINER)
     return {
         "version": AUTOSCALER_VERSION,
         "idleTimeoutSeconds": cfg.idle_timeout_seconds,
         "upscalingMode": cfg.upscaling_mode,
-        "resources": guaranteed_resources(cfg.autoscaler_cpu, cfg.autoscaler_memory, 0),
+        "resources": guaranteed_resources(size.cpu, size.memory, size.gpus),
         "securityContext": container_security_context(),
     }
 
@@ -310,8 +327,7 @@ def ray_cluster(cfg: RayClusterConfig, namespace: str, team: str) -> dict[str, A
         "enableInTreeAutoscaling": True,
         "autoscalerOptions": _autoscaler_options(cfg),
         "headGroupSpec": head_group_spec(cfg, labels),
-        "workerGroupSpecs": [worker_group_spec(g, labels, cfg.observability.log_shipping)
-                             for g in cfg.worker_groups],
+        "workerGroupSpecs": [worker_group_spec(cfg, g, labels) for g in cfg.worker_groups],
     }
     ft = _gcs_fault_tolerance_options(cfg)
     if ft is not None:

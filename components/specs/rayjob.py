@@ -29,10 +29,9 @@ from typing import Any
 
 import yaml
 
-from components.config.fit import ephemeral_cluster
-from components.config.model import (
-    RAYJOB_DIGEST_CHARS, SUBMITTER_CPU, SUBMITTER_MEMORY, JobConfig, KubeRayJobConfig, RayClusterConfig,
-)
+from components.config import fit
+from components.config.fit import ephemeral_cluster, submitter_pod_containers
+from components.config.model import RAYJOB_DIGEST_CHARS, JobConfig, KubeRayJobConfig, RayClusterConfig
 from components.constants import METADATA_JOB_NAME, METADATA_KIND, RAY_CLUSTER_LABEL
 from components.specs.digest import spec_digest
 from components.specs.raycluster import (
@@ -42,7 +41,7 @@ from components.specs.raycluster import (
 from components.versions import RAY_IMAGE_CPU
 
 KIND = "RayJob"
-SUBMITTER_CONTAINER = "ray-job-submitter"
+SUBMITTER_CONTAINER = fit.SUBMITTER_CONTAINER
 # Retries of the submitter Job, for a dashboard that drops a connection while it starts.
 SUBMITTER_BACKOFF_LIMIT = 3
 # pulumi-kubernetes has no await logic for KubeRay kinds; components/hooks/kuberay_wait.py waits instead.
@@ -63,11 +62,13 @@ def ray_job_metadata(job: JobConfig, team: str) -> dict[str, str]:
 
 def submitter_template(labels: dict[str, str]) -> dict[str, Any]:
     """The submitter pod: the Ray image for the `ray` CLI, a fraction of a CPU, no API token, off GPU nodes."""
+    # Sized where the quota math counts it (components/config/fit.py).
+    (size,) = submitter_pod_containers()
     container = {
-        "name": SUBMITTER_CONTAINER,
+        "name": size.name,
         "image": RAY_IMAGE_CPU,
         "imagePullPolicy": "IfNotPresent",
-        "resources": guaranteed_resources(SUBMITTER_CPU, SUBMITTER_MEMORY, 0),
+        "resources": guaranteed_resources(size.cpu, size.memory, size.gpus),
         "securityContext": container_security_context(),
     }
     return {"metadata": {"labels": dict(labels)}, "spec": {

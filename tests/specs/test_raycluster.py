@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 from components.specs import raycluster as spec_module
-from components.config.fit import max_demand
+from components.config.fit import (
+    AUTOSCALER_CONTAINER, ContainerSize, head_pod_containers, max_demand, worker_pod_containers,
+)
 from components.config.model import (
     GcsFaultToleranceConfig, HeadConfig, RayClusterConfig, RayObservability, WorkerGroupConfig,
 )
@@ -105,8 +107,8 @@ def test_no_object_is_shared_between_parts_of_the_manifest() -> None:
 @pytest.mark.parametrize("variant", VARIANTS.values(), ids=VARIANTS.keys())
 @pytest.mark.parametrize("ship_logs", [False, True], ids=["", "shipping-logs"])
 def test_the_quota_math_sums_the_pods_the_builder_builds(variant: RayClusterConfig, ship_logs: bool) -> None:
-    # config's max_demand knows which containers each Ray pod runs only by repeating what this
-    # builder does (Ray container, the head's autoscaler sidecar, a log shipper per pod): they must agree.
+    # Both read the pod sizing in config/fit.py (Ray container, the head's autoscaler sidecar, a log
+    # shipper per pod); summed from the built object, the requests must be what the quota math counts.
     cfg = replace(variant, observability=RayObservability(log_shipping=ship_logs))
     obj = build(cfg)
     spec = obj["spec"]
@@ -122,6 +124,37 @@ def test_the_quota_math_sums_the_pods_the_builder_builds(variant: RayClusterConf
         count += replicas
     need = max_demand((cfg,))
     assert (need.cpu, need.memory, need.gpus, need.pods) == (pytest.approx(cpu), pytest.approx(memory), gpus, count)
+
+
+def sizes_of(containers: list[Obj]) -> dict[str, tuple[str, str, int]]:
+    # autoscalerOptions has no name: KubeRay's container built from it is "autoscaler".
+    sizes = {}
+    for c in containers:
+        requests = c["resources"]["requests"]
+        sizes[c.get("name", AUTOSCALER_CONTAINER)] = (requests["cpu"], requests["memory"],
+                                                      int(requests.get(GPU_RESOURCE, "0")))
+    return sizes
+
+
+def described(containers: tuple[ContainerSize, ...]) -> dict[str, tuple[str, str, int]]:
+    return {c.name: (c.cpu, c.memory, c.gpus) for c in containers}
+
+
+@pytest.mark.parametrize("variant", VARIANTS.values(), ids=VARIANTS.keys())
+@pytest.mark.parametrize("ship_logs", [False, True], ids=["", "shipping-logs"])
+def test_every_pod_runs_exactly_the_containers_of_its_sizing(variant: RayClusterConfig, ship_logs: bool) -> None:
+    # Container by container (name and size), not only in sum: KubeRay names the autoscaler it
+    # builds from autoscalerOptions "autoscaler"; every requests == limits.
+    cfg = replace(variant, observability=RayObservability(log_shipping=ship_logs))
+    obj = build(cfg)
+    head = head_pod(obj)
+    built = [*head["containers"], *head.get("initContainers", []), obj["spec"]["autoscalerOptions"]]
+    assert sizes_of(built) == described(head_pod_containers(cfg))
+    for g_cfg in cfg.worker_groups:
+        pod = group(obj, g_cfg.name)["template"]["spec"]
+        assert sizes_of([*pod["containers"], *pod.get("initContainers", [])]) == \
+            described(worker_pod_containers(cfg, g_cfg))
+    assert all(c["resources"]["requests"] == c["resources"]["limits"] for c in built)
 
 
 # --------------------------------------------------------------------------- versions and images
