@@ -20,10 +20,10 @@ from typing import Any, Self
 import psutil
 
 from components.clients.ray_dashboard import JobClient
-from components.clients.ray_jobs import RayJobArgs
+from components.clients.ray_jobs import RayJobArgs, jobs_code_hash, ray_job_args
 from components.config.model import JobConfig
+# The one Pulumi import of the bench: the hook section measures the dynamic provider itself.
 from components.hooks.ray_job import RayJobProvider, props_of
-from components.team.post_deploy import jobs_code_hash, ray_job_args
 from tools.local import load_team_stack
 from tools.local_ray import LocalRay, session_processes, start_head, stop_head
 

@@ -6,6 +6,8 @@ level, inside a function or under `if TYPE_CHECKING:`, since any of them ties on
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -155,6 +157,26 @@ def test_pure_layers_import_no_pulumi(path: Path) -> None:
     assert not {n for n in imported(path) if top_level(n) in PULUMI_PACKAGES}
 
 
+def pulumi_loaded_by(names: list[str]) -> list[str]:
+    """The Pulumi packages in sys.modules of a fresh interpreter after importing `names`."""
+    code = ("import importlib, sys\n"
+            f"for name in {names!r}:\n    importlib.import_module(name)\n"
+            f"print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & {set(PULUMI_PACKAGES)!r})))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+# What runs where Pulumi need not be: the pure layers, and `make jobs` (tools/monitor.py).
+LOADS_WITHOUT_PULUMI = [module_name(p) for p in PURE] + ["tools.monitor"]
+
+
+def test_the_pure_layers_and_the_monitor_load_without_pulumi() -> None:
+    # The rule above reads each module's own imports; this loads them with all they pull in
+    # (jobs/, tools/, third-party packages), as a developer command would.
+    assert pulumi_loaded_by(LOADS_WITHOUT_PULUMI) == []
+
+
 JOBS = modules("jobs")
 
 
@@ -205,6 +227,10 @@ def test_the_reader_sees_function_level_type_checking_and_relative_imports() -> 
               "def f():\n    from components.team import layer\n    from . import raycluster\n")
     found = imports_in(source, "components.specs.probe")
     assert {"pulumi_aws", "components.team", "components.team.layer", "components.specs.raycluster"} <= found
+
+
+def test_a_module_that_loads_pulumi_is_seen_loading_it() -> None:
+    assert "pulumi" in pulumi_loaded_by(["components.hooks.ray_job"])
 
 
 def test_a_cycle_is_found() -> None:

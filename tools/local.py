@@ -34,12 +34,11 @@ from typing import Any
 import requests
 
 from components.clients.ray_dashboard import JobClient
-from components.clients.ray_jobs import RayJobArgs
+from components.clients.ray_jobs import RayJobArgs, jobs_code_hash, ray_job_args
 from components.config.model import ConfigError, JobConfig, TeamStackConfig
 from components.config.stack_files import parse_stack_file, platform_lookup_from_dir, stack_file
 from components.constants import METADATA_JOB_NAME
 from components.hooks.ray_job import RayJobProvider, props_of
-from components.team.post_deploy import jobs_code_hash, ray_job_args
 from tools.local_ray import LocalRay, start_head, stop_head
 from tools.monitor import format_table
 

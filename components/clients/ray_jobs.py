@@ -16,9 +16,11 @@ it on 127.0.0.1; `dashboard_url` is then only reported, in the outputs and messa
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from components.clients.polling import Deadline
@@ -27,10 +29,14 @@ from components.clients.ray_dashboard import (
     iso_time, job_url, log_tail, poll_job, remove_serve_app, status_head, status_of, stop_job, submit,
     wait_for_dashboard, wait_for_serve_app,
 )
+from components.config.model import JobConfig
 from components.constants import METADATA_CODE_HASH, METADATA_JOB_NAME, METADATA_KIND
 from components.specs.digest import attempt_id, submission_id_for
-# The result-line contract is the jobs' own (jobs/common.py is standard library only).
-from jobs.common import parse_result
+# The result-line contract and the job entrypoints are the jobs' own (jobs/common.py is
+# standard library only).
+from jobs.common import JOBS_DIR, parse_result
+from jobs.common import entrypoint as job_entrypoint
+from jobs.common import runtime_env as jobs_runtime_env
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails
@@ -92,6 +98,66 @@ def endpoint_for(base: str | None, route_prefix: str | None) -> str | None:
     if not base:
         return None
     return base.rstrip("/") + (route_prefix or "/")
+
+
+# --------------------------------------------------------------------------- from a job's config
+# Pure, so the team layer (components/team/post_deploy.py), local mode and the benchmarks build
+# the same args; only the team layer passes Pulumi outputs for S.
+
+
+def jobs_code_hash(jobs_dir: Path = JOBS_DIR) -> str:
+    """sha256 over every job source file's relative path and bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(jobs_dir.rglob("*.py")):
+        digest.update(path.relative_to(jobs_dir).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def serve_names(job: JobConfig) -> tuple[str, str]:
+    """(Serve application name, route prefix) of a serve job; default to the job's name."""
+    return str(job.settings.get("app_name", job.name)), str(job.settings.get("route_prefix", f"/{job.name}"))
+
+
+def effective_settings(job: JobConfig) -> dict[str, Any]:
+    """Settings handed to the job; serve jobs always carry the names the hook tracks them by."""
+    settings = dict(job.settings)
+    if job.kind == "serve":
+        settings["app_name"], settings["route_prefix"] = serve_names(job)
+    return settings
+
+
+def entrypoint(job: JobConfig) -> str:
+    return job_entrypoint(job.kind, effective_settings(job))
+
+
+def ray_job_args(job: JobConfig, *, dashboard_url: S, serve_endpoint_base: str | None, auth_token: S | None,
+                 code_hash: str, team: str, dashboard_access: str = "url", kubeconfig: S | None = None,
+                 kube_context: S | None = None, namespace: str | None = None) -> RayJobArgs[S]:
+    """The hook's args for `job`: addresses and secrets as given (plain strings or Pulumi outputs)."""
+    app_name, route_prefix = serve_names(job) if job.kind == "serve" else (None, None)
+    return RayJobArgs(
+        job_name=job.name,
+        kind=job.kind,
+        entrypoint=entrypoint(job),
+        runtime_env={**job.runtime_env, **jobs_runtime_env()},
+        code_hash=code_hash,
+        dashboard_url=dashboard_url,
+        auth_token=auth_token,
+        entrypoint_num_cpus=job.resources.cpus,
+        entrypoint_num_gpus=job.resources.gpus,
+        entrypoint_memory=job.resources.memory,
+        metadata={"ray-platform/team": team, "ray-platform/cluster": job.cluster},
+        wait=job.wait,
+        timeout_seconds=job.timeout_seconds,
+        serve_app_name=app_name,
+        serve_route_prefix=route_prefix,
+        serve_endpoint_base=serve_endpoint_base if job.kind == "serve" else None,
+        dashboard_access=dashboard_access,
+        kubeconfig=kubeconfig if dashboard_access == "tunnel" else None,
+        kube_context=kube_context if dashboard_access == "tunnel" else None,
+        namespace=namespace if dashboard_access == "tunnel" else None,
+        cluster_name=job.cluster if dashboard_access == "tunnel" else None,
+    )
 
 
 def submit_or_adopt(client: JobClient, args: RayJobArgs[str], agent_deadline: Deadline) -> str:

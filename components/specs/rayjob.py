@@ -1,6 +1,6 @@
 """The KubeRay RayJob object of a `submission: kuberay` batch job, as a pure function of its config.
 
-Same job code and job config as the SDK path (components/team/post_deploy.py): the entrypoint is the
+Same job code and job config as the SDK path (components/clients/ray_jobs.py): the entrypoint is the
 same `python -m jobs.<kind> --config-json ...`; only the submission changes. KubeRay's submitter
 pod runs `ray job submit` inside the cluster, so nothing outside the cluster talks to Ray.
 

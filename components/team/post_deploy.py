@@ -13,83 +13,25 @@ settings are the same either way:
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pulumi
 
-from components.clients.ray_jobs import RayJobArgs, endpoint_for
-from components.config.model import JobConfig, KubeRayJobConfig, KubeRayServiceConfig, TeamStackConfig
+# The pure half (config -> the hook's args) lives with RayJobArgs, so local mode and the benchmarks
+# build the same args without Pulumi.
+from components.clients.ray_jobs import (
+    effective_settings, endpoint_for, entrypoint, jobs_code_hash, ray_job_args, serve_names,
+)
+from components.config.model import KubeRayJobConfig, KubeRayServiceConfig, TeamStackConfig
 from components.hooks.ray_job import RayJob
 from components.team.access import ClusterAccess
 from components.team.ray_job_cr import RayJobCr, RayJobCrArgs
 from components.team.ray_service import RayService, RayServiceArgs
-from jobs.common import JOBS_DIR
-from jobs.common import entrypoint as job_entrypoint
-from jobs.common import runtime_env
-
-
-
-def jobs_code_hash(jobs_dir: Path = JOBS_DIR) -> str:
-    """sha256 over every job source file's relative path and bytes."""
-    digest = hashlib.sha256()
-    for path in sorted(jobs_dir.rglob("*.py")):
-        digest.update(path.relative_to(jobs_dir).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-def serve_names(job: JobConfig) -> tuple[str, str]:
-    """(Serve application name, route prefix) of a serve job; default to the job's name."""
-    return str(job.settings.get("app_name", job.name)), str(job.settings.get("route_prefix", f"/{job.name}"))
-
-
-def effective_settings(job: JobConfig) -> dict[str, Any]:
-    """Settings handed to the job; serve jobs always carry the names the hook tracks them by."""
-    settings = dict(job.settings)
-    if job.kind == "serve":
-        settings["app_name"], settings["route_prefix"] = serve_names(job)
-    return settings
-
-
-def entrypoint(job: JobConfig) -> str:
-    return job_entrypoint(job.kind, effective_settings(job))
 
 
 def cluster_url(template: str, cluster: str, namespace: str) -> str:
     return template.format(cluster=cluster, namespace=namespace)
-
-
-def ray_job_args(job: JobConfig, *, dashboard_url: pulumi.Input[str], serve_endpoint_base: str | None,
-                 auth_token: pulumi.Input[str] | None, code_hash: str, team: str,
-                 dashboard_access: str = "url",
-                 kubeconfig: pulumi.Input[str] | None = None, kube_context: pulumi.Input[str] | None = None,
-                 namespace: str | None = None) -> RayJobArgs[pulumi.Input[str]]:
-    app_name, route_prefix = serve_names(job) if job.kind == "serve" else (None, None)
-    return RayJobArgs(
-        job_name=job.name,
-        kind=job.kind,
-        entrypoint=entrypoint(job),
-        runtime_env={**job.runtime_env, **runtime_env()},
-        code_hash=code_hash,
-        dashboard_url=dashboard_url,
-        auth_token=auth_token,
-        entrypoint_num_cpus=job.resources.cpus,
-        entrypoint_num_gpus=job.resources.gpus,
-        entrypoint_memory=job.resources.memory,
-        metadata={"ray-platform/team": team, "ray-platform/cluster": job.cluster},
-        wait=job.wait,
-        timeout_seconds=job.timeout_seconds,
-        serve_app_name=app_name,
-        serve_route_prefix=route_prefix,
-        serve_endpoint_base=serve_endpoint_base if job.kind == "serve" else None,
-        dashboard_access=dashboard_access,
-        kubeconfig=kubeconfig if dashboard_access == "tunnel" else None,
-        kube_context=kube_context if dashboard_access == "tunnel" else None,
-        namespace=namespace if dashboard_access == "tunnel" else None,
-        cluster_name=job.cluster if dashboard_access == "tunnel" else None,
-    )
 
 
 def declare_jobs(cfg: TeamStackConfig, clusters_declared: Mapping[str, pulumi.Resource],

@@ -25,7 +25,7 @@ class RayServiceArgs:
     cluster: RayClusterConfig
     namespace: str
     team: str
-    # The settings handed to the app (post_deploy.effective_settings: with app_name, route_prefix).
+    # The settings handed to the app (clients.ray_jobs.effective_settings: with app_name, route_prefix).
     settings: Mapping[str, Any]
     access: ClusterAccess
     network_policy: bool

@@ -14,9 +14,9 @@ import yaml
 from ray.job_submission import JobSubmissionClient
 
 from components.config.model import JobConfig, JobResources, KubeRayJobConfig, RayClusterConfig, WorkerGroupConfig
-from components.team.post_deploy import JOBS_DIR, entrypoint
+from components.clients.ray_jobs import entrypoint
 from components.specs.rayjob import ray_job
-from jobs.common import parse_result
+from jobs.common import JOBS_DIR, parse_result
 from tools.local_ray import LocalRay
 
 Obj = dict[str, Any]

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from components.config.model import JobConfig, KubeRayServiceConfig, RayClusterConfig
-from components.team.post_deploy import effective_settings
+from components.clients.ray_jobs import effective_settings
 from components.specs.rayservice import SERVE_DEPLOYMENT, deployment_options, ray_service
 from jobs.data import load_split
 from jobs.model import DigitsMLP, save_checkpoint, write_pointer

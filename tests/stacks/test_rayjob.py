@@ -11,7 +11,7 @@ import yaml
 from components.config.fit import ephemeral_cluster, kuberay_demand, max_demand
 from components.config.model import CODE_URI, DNS1035, KUBERAY_CR_NAME_MAX
 from components.constants import GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
-from components.team.post_deploy import entrypoint
+from components.clients.ray_jobs import entrypoint
 from components.specs.digest import spec_digest
 from components.specs.rayjob import KIND, SUBMITTER_CONTAINER
 from components.versions import RAY_VERSION

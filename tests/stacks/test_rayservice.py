@@ -13,7 +13,7 @@ import pytest
 import tools.render as render
 from components.config.model import UPGRADE_STRATEGIES, KubeRayServiceConfig
 from components.constants import GPU_TAINT_KEY
-from components.team.post_deploy import effective_settings
+from components.clients.ray_jobs import effective_settings
 from components.specs.raycluster import INTERNAL_LB_ANNOTATIONS
 from components.specs.rayservice import (
     IMPORT_PATH, INITIALIZING_TIMEOUT_ANNOTATION, KIND, RAY_SERVICE_LABEL, deployment_options,

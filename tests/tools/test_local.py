@@ -9,7 +9,7 @@ import pytest
 
 import tools.local
 from components.config.model import ConfigError, JobConfig, TeamStackConfig
-from components.team.post_deploy import ray_job_args
+from components.clients.ray_jobs import ray_job_args
 from components.hooks.ray_job import RayJobProvider, props_of
 from tools.local import (
     DEFAULT_STATE_DIR,
