@@ -51,12 +51,33 @@ FLUENT_BIT_VERSION = "4.2.0"
 FLUENT_BIT_IMAGE = f"fluent/fluent-bit:{FLUENT_BIT_VERSION}"
 
 # e2e toolchain (tools/e2e): built from Go modules, never deployed
-# `make e2e-toolchain` builds these (plus the Pulumi CLI at requirements.txt's `pulumi` pin, the
-# kubernetes provider at its `pulumi-kubernetes` pin, and the KubeRay operator at KUBERAY_VERSION)
-# into a cache keyed by all of them; docs/e2e.md, "Toolchain".
+# `make e2e-toolchain` builds these (plus the Pulumi CLI at requirements.txt's `pulumi` pin and the
+# kubernetes provider at its `pulumi-kubernetes` pin) into a cache keyed by all of them;
+# docs/e2e.md, "Toolchain".
 KUBERNETES_E2E_VERSION = "v1.34.4"  # kube-apiserver/-controller-manager/-scheduler, kubectl; an EKS_VERSIONS minor
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 KUEUE_VERSION = "v0.19.2"  # the kueue chart in the mirror is 0.19.2
-# The exact version ray-operator's go.mod (at KUBERAY_VERSION) requires; the proxy lists none.
+# The KubeRay operator the e2e control plane runs. It differs from KUBERAY_VERSION (what the
+# platform deploys: chart, CRDs, and the only CRDs ../shared/kuberay-crds has) because the Go
+# module proxy refuses ray-operator@v1.7.0's zip (403; its .info and .mod are served), so 1.7.0
+# cannot be built here. v1.6.1 is served, builds, and reconciles the 1.7.0 CRDs (the e2e
+# control-plane tests pass with it). `make e2e-status`, `make e2e-up` and the e2e test summary
+# say so ("KubeRay operator v1.6.1 standing in for v1.7.0"). Set it to KUBERAY_VERSION once the
+# proxy serves that release.
+KUBERAY_E2E_OPERATOR_VERSION = "1.6.1"
+# The exact version ray-operator's go.mod requires (at KUBERAY_E2E_OPERATOR_VERSION and at
+# KUBERAY_VERSION alike); the proxy lists none.
 KUBERAY_SCHEDULER_PLUGINS_VERSION = "v0.33.5"
+# The pulumi-kubernetes provider's release commit, per `pulumi-kubernetes==` pin in
+# requirements.txt, as the Go module proxy's pseudo-version of
+# github.com/pulumi/pulumi-kubernetes/provider/v4 (the provider module has no tags of its own and the
+# root module's +incompatible release versions are refused, so the proxy cannot resolve the
+# release itself). Verified for 4.25.0 in a git mirror of pulumi/pulumi-kubernetes:
+# `git tag --points-at f47bc2d6f199` gives v4.25.0, and the proxy serves this pseudo-version.
+# The provider's `replace .../sdk/v4 => ../sdk` is built against sdk/v4 at the same version (tag
+# sdk/v4.25.0, commit 144dd813d53e, the release's generated SDK, a child of f47bc2d6f199).
+# The toolchain refuses a pin with no entry here.
+PULUMI_KUBERNETES_PROVIDER_COMMIT: dict[str, str] = {
+    "4.25.0": "v4.0.0-20260115033456-f47bc2d6f199",
+}

@@ -27,9 +27,24 @@ def _ps() -> list[str]:
     return [f"{r[0]} {r[2] if len(r) > 2 else ''}" for r in rows if len(r) >= 2 and not r[1].startswith("Z")]
 
 
+# Which KubeRay operator the session's tests ran against, for the summary (set by `controlplane`).
+_OPERATOR_NOTE: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for note in _OPERATOR_NOTE:
+        terminalreporter.write_line(f"e2e: {note}")
+
+
+def _note_operator() -> None:
+    _OPERATOR_NOTE.append(cp.load_state().get("operator", {}).get("note")
+                          or f"KubeRay operator not running ({cp.operator_missing() or 'see build/e2e/logs'})")
+
+
 @pytest.fixture(scope="session")
 def controlplane() -> Iterator[dict]:
     if _running():
+        _note_operator()
         yield cp.load_state()
         return
     proc = subprocess.run([sys.executable, "-m", "tools.e2e.controlplane", "up"], cwd=cp.REPO,
@@ -39,6 +54,7 @@ def controlplane() -> Iterator[dict]:
         # Without an operator binary `up` brings up the rest and exits 1: the operator tests say why.
         subprocess.run([sys.executable, "-m", "tools.e2e.controlplane", "down"], cwd=cp.REPO)
         pytest.fail(f"`controlplane up` failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    _note_operator()
     pids = {n: e["pid"] for n, e in state["procs"].items()}
     try:
         yield state

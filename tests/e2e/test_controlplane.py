@@ -10,6 +10,7 @@ import pytest
 from components import constants as C
 from components import versions as V
 from tools.e2e import controlplane as cp
+from tools.e2e import toolchain
 
 pytestmark = pytest.mark.e2e
 
@@ -75,6 +76,14 @@ def test_kuberay_operator_runs_against_the_api_server(operator):
     assert cp._ours(operator)
     port = state["ports"]["operator-probe"]
     assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200
+    # Which operator runs is recorded and named: the toolchain's build of KUBERAY_E2E_OPERATOR_VERSION
+    # (a stand-in while the proxy refuses KUBERAY_VERSION) unless one was given explicitly.
+    info = state["operator"]
+    assert info["deployed-by-platform"] == V.KUBERAY_VERSION
+    if not info["explicit"]:
+        assert info["binary"] == str(toolchain.bin_dir() / "kuberay-operator")
+        assert info["version"] == V.KUBERAY_E2E_OPERATOR_VERSION
+        assert info["note"] == (toolchain.kuberay_stand_in() or f"KubeRay operator v{V.KUBERAY_E2E_OPERATOR_VERSION}")
 
 
 RAYCLUSTER = """

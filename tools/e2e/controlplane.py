@@ -104,8 +104,8 @@ def free_port() -> int:
 
 def binary(name: str) -> str:
     if name == "kuberay-operator" and os.environ.get("RAY_PLATFORM_E2E_KUBERAY_OPERATOR"):
-        # An operator binary given explicitly (e.g. when the proxy refuses the pinned release);
-        # `status` and env.sh name it, so what ran is never mistaken for the pin.
+        # An operator binary given explicitly; `status` names it, so what ran is never mistaken
+        # for the toolchain's.
         return os.environ["RAY_PLATFORM_E2E_KUBERAY_OPERATOR"]
     path = toolchain.bin_dir() / name
     if not path.exists():
@@ -440,10 +440,21 @@ def start_operator(state: dict) -> None:
     wait_for("KubeRay operator /readyz", lambda: (check_running(state, "kuberay-operator"),
                                                   urllib.request.urlopen(probe, timeout=2).status == 200)[1],
              timeout=90)
+    explicit = bool(os.environ.get("RAY_PLATFORM_E2E_KUBERAY_OPERATOR"))
     state["operator"] = {"binary": state["procs"]["kuberay-operator"]["argv"][0],
-                         "pinned": _V["KUBERAY_VERSION"],
-                         "explicit": bool(os.environ.get("RAY_PLATFORM_E2E_KUBERAY_OPERATOR"))}
+                         "version": "given" if explicit else _V["KUBERAY_E2E_OPERATOR_VERSION"],
+                         "deployed-by-platform": _V["KUBERAY_VERSION"], "explicit": explicit,
+                         "note": operator_note(explicit)}
     save_state(state)
+    log(state["operator"]["note"])
+
+
+def operator_note(explicit: bool) -> str:
+    """Which KubeRay operator runs, in one line (status, `up` and the e2e test summary print it)."""
+    if explicit:
+        return (f"KubeRay operator {os.environ['RAY_PLATFORM_E2E_KUBERAY_OPERATOR']} given by "
+                f"RAY_PLATFORM_E2E_KUBERAY_OPERATOR (the platform deploys v{_V['KUBERAY_VERSION']})")
+    return toolchain.kuberay_stand_in() or f"KubeRay operator v{_V['KUBERAY_E2E_OPERATOR_VERSION']}"
 
 
 def env_exports(state: dict) -> dict[str, str]:
@@ -498,13 +509,13 @@ def up(args: argparse.Namespace) -> int:
 
 
 def operator_missing() -> str:
-    """Why the operator cannot start ("" if it can): the pinned build is missing and none was given."""
+    """Why the operator cannot start ("" if it can): the toolchain's build is missing and none was given."""
     if os.environ.get("RAY_PLATFORM_E2E_KUBERAY_OPERATOR"):
         return ""
     if (toolchain.bin_dir() / "kuberay-operator").exists():
         return ""
     why = toolchain.load_manifest().get("tools", {}).get("kuberay", {}).get("error", "not built")
-    return (f"no kuberay-operator {_V['KUBERAY_VERSION']} in the toolchain ({why.splitlines()[0]}); "
+    return (f"no kuberay-operator {_V['KUBERAY_E2E_OPERATOR_VERSION']} in the toolchain ({why.splitlines()[0]}); "
             "RAY_PLATFORM_E2E_KUBERAY_OPERATOR=<binary> runs a given one")
 
 
@@ -540,6 +551,7 @@ def status(_args: argparse.Namespace) -> int:
         print(f"  ports: {json.dumps(state['ports'])}")
     if state.get("operator"):
         print(f"  operator: {json.dumps(state['operator'])}")
+        print(f"  {state['operator']['note']}")
     if ENV_SH.exists():
         print(f"  source {ENV_SH}")
     return rc

@@ -10,7 +10,13 @@
 
 Every version comes from one place: the Python pins (`pulumi`, `pulumi-kubernetes`) from
 requirements.txt, everything else from components/versions.py (KUBERAY_VERSION and the section
-"e2e toolchain (tools/e2e)"). Nothing is restated here.
+"e2e toolchain (tools/e2e)": the KubeRay operator actually built, the provider's release commit).
+Nothing is restated here.
+
+`pulumi-language-python` is not built: the proxy serves no version of its module. The bin
+directory gets two launchers instead, run by the CLI in the project root: the stand-in language
+host tools/e2e/language_host.py and the SDK's dynamic-provider plugin, both in the project's
+./venv (the pinned `pulumi` SDK).
 
 The cache lives outside the checkout, so fresh clones and CI reuse it:
 
@@ -53,7 +59,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Committed go.sum (and go.mod, for review) of each wrapper module: a build starts from them, so every
 # module a build has used before is checked against the recorded hash. `lock` refreshes them.
 LOCK_DIR = Path(__file__).resolve().parent / "gomod"
-RECIPE = 2  # bump when the build recipe changes in a way that changes the binaries
+RECIPE = 3  # bump when the build recipe changes in a way that changes the binaries
 
 
 # --------------------------------------------------------------------------- pins
@@ -80,8 +86,12 @@ def pins() -> dict[str, str]:
         "etcd": v["ETCD_VERSION"],
         "kwok": v["KWOK_VERSION"],
         "kuberay": v["KUBERAY_VERSION"],
+        "kuberay-operator": v["KUBERAY_E2E_OPERATOR_VERSION"],
         "scheduler-plugins": v["KUBERAY_SCHEDULER_PLUGINS_VERSION"],
         "kueue": v["KUEUE_VERSION"],
+        # "" when the table has no entry for the pin: the provider build refuses it.
+        "pulumi-kubernetes-provider": v["PULUMI_KUBERNETES_PROVIDER_COMMIT"].get(
+            _requirement_pin("pulumi-kubernetes"), ""),
         "go": _go_version(),
         "recipe": str(RECIPE),
     }
@@ -383,8 +393,17 @@ def kwok_stages() -> Path:
     return out
 
 
+def kuberay_stand_in(p: dict[str, str] | None = None) -> str:
+    """The line naming the operator built when it is not the one the platform deploys ("" if it is)."""
+    p = pins() if p is None else p
+    if p["kuberay-operator"] == p["kuberay"]:
+        return ""
+    return (f"KubeRay operator v{p['kuberay-operator']} standing in for v{p['kuberay']} "
+            f"(proxy refuses {p['kuberay']})")
+
+
 def _kuberay(ctx: Ctx) -> dict:
-    v = "v" + ctx.pins["kuberay"]
+    v = "v" + ctx.pins["kuberay-operator"]
     w = Wrapper("kuberay", "github.com/ray-project/kuberay/ray-operator", v,
                 ["github.com/ray-project/kuberay/ray-operator"],
                 extra_require={"sigs.k8s.io/scheduler-plugins": ctx.pins["scheduler-plugins"]},
@@ -411,56 +430,42 @@ def _pulumi(ctx: Ctx) -> dict:
     return w.build(ctx.bin, ctx.src)
 
 
-def _release_commit(mod: str, version: str) -> str:
-    info = mod_info_only(mod, version)
-    commit = (info.get("Origin") or {}).get("Hash", "")
-    if not commit:
-        raise BuildError(f"the Go module proxy does not give the commit of {mod}@{version} "
-                         "(no Origin in its .info), so the release commit cannot be resolved")
-    return commit
-
-
-def _pulumi_release_commit(v: str) -> tuple[str, str]:
-    """(commit, commit time) of Pulumi release v, from the Origin the proxy gives pkg/v3 or sdk/v3."""
-    why = []
-    for mod in (f"{PULUMI}/pkg/v3", f"{PULUMI}/sdk/v3"):
-        try:
-            info = module_info(mod, v)
-        except BuildError as e:
-            why.append(str(e).splitlines()[0])
-            continue
-        origin = info.get("Origin") or {}
-        if origin.get("Hash"):
-            return origin["Hash"], info["Time"]
-        why.append(f"{mod}@{v}: the proxy's .info has no Origin (commit)")
-    raise BuildError(f"the release commit of Pulumi {v} cannot be resolved: {'; '.join(why)}")
+# The CLI starts language and provider plugins with the project root as working directory, and the
+# project root holds ./venv (from `make`), so the launchers run the pinned SDK of the project's venv.
+LAUNCHERS = {
+    "pulumi-language-python": '"$PWD/venv/bin/python" -u "$PWD/tools/e2e/language_host.py" "$@"',
+    # The SDK's dynamic resources (pulumi.dynamic) run in this provider plugin.
+    "pulumi-resource-pulumi-python": '"$PWD/venv/bin/python" -u -m pulumi.dynamic "$@"',
+}
 
 
 def _language_python(ctx: Ctx) -> dict:
-    v = "v" + ctx.pins["pulumi"]
-    commit, when = _pulumi_release_commit(v)
-    mod = f"{PULUMI}/sdk/python/cmd/pulumi-language-python/v3"
-    # The module has no tags: its version at the release commit is the v3.0.0 pseudo-version.
-    stamp = time.strftime("%Y%m%d%H%M%S", time.strptime(when[:19], "%Y-%m-%dT%H:%M:%S"))
-    pseudo = f"v3.0.0-{stamp}-{commit[:12]}"
-    w = Wrapper("pulumi-language-python", mod, pseudo, [mod],
-                ldflags=[f"-X {PULUMI}/sdk/v3/go/common/version.Version={v}"],
-                map_local=lambda path, target: v if path in (f"{PULUMI}/sdk/v3", f"{PULUMI}/pkg/v3") else None,
-                sibling_replaces=True, binary="pulumi-language-python")
-    res = w.build(ctx.bin, ctx.src)
-    sdk = Path(module_info(f"{PULUMI}/sdk/v3", v)["Dir"])
-    exe = ctx.bin / "pulumi-language-python-exec"
-    shutil.copyfile(sdk / "python" / "cmd" / "pulumi-language-python-exec", exe)
-    exe.chmod(0o755)
-    return {**res, "origin": commit, "exec-script": f"{PULUMI}/sdk/v3@{v} python/cmd/pulumi-language-python-exec"}
+    for name, command in LAUNCHERS.items():
+        exe = ctx.bin / name
+        exe.unlink(missing_ok=True)
+        exe.write_text("#!/bin/sh\n"
+                       "# Written by tools/e2e/toolchain.py: the e2e stand-in for Pulumi's Python plugins\n"
+                       "# (docs/e2e.md, \"The Python language host\"). Runs in the project root, next to ./venv.\n"
+                       'if [ ! -x "$PWD/venv/bin/python" ]; then\n'
+                       f'  echo "{name}: no $PWD/venv/bin/python (run make in the ray-platform checkout' +
+                       ' and pulumi from its root)" >&2\n'
+                       "  exit 1\n"
+                       "fi\n"
+                       f"exec {command}\n")
+        exe.chmod(0o755)
+    return {"stand-in": "tools/e2e/language_host.py (the pinned SDK's LanguageRuntime server) and "
+                        "python -m pulumi.dynamic, in the project's ./venv",
+            "sdk": f"pulumi=={ctx.pins['pulumi']} (requirements.txt)"}
 
 
 def _kubernetes_provider(ctx: Ctx) -> dict:
     ver = ctx.pins["pulumi-kubernetes"]
+    pseudo = ctx.pins["pulumi-kubernetes-provider"]
+    if not pseudo:
+        raise BuildError(f"no release commit for pulumi-kubernetes=={ver}: add it to "
+                         "PULUMI_KUBERNETES_PROVIDER_COMMIT in components/versions.py (see the comment there)")
     root = "github.com/pulumi/pulumi-kubernetes"
-    commit = _release_commit(root, f"v{ver}+incompatible")
     mod = f"{root}/provider/v4"
-    pseudo = mod_info_only(mod, commit)["Version"]
     info = module_info(mod, pseudo)
     # go generate writes schema-embed.json beside the committed schema.json: work on a copy.
     src = ctx.src / "pulumi-kubernetes-provider"
@@ -469,11 +474,17 @@ def _kubernetes_provider(ctx: Ctx) -> dict:
     shutil.copytree(info["Dir"], src)
     for p in src.rglob("*"):
         p.chmod(p.stat().st_mode | 0o200)
-    sdk_info = mod_info_only(f"{root}/sdk/v4", commit)
+    # `replace .../sdk/v4 => ../sdk`: the release's published Go SDK, sdk/v4 at the same version.
+    sdk = mod_info_only(f"{root}/sdk/v4", f"v{ver}")["Version"]
     gomod = (src / "go.mod").read_text()
-    gomod = re.sub(r"(?m)^(\s*(?:replace\s+)?github\.com/pulumi/pulumi-kubernetes/sdk/v4\s*=>\s*)\S+.*$",
-                   rf"\g<1>{root}/sdk/v4 {sdk_info['Version']}", gomod)
+    gomod, n = re.subn(r"(?m)^(\s*(?:replace\s+)?github\.com/pulumi/pulumi-kubernetes/sdk/v4\s*=>\s*)\S+.*$",
+                       rf"\g<1>{root}/sdk/v4 {sdk}", gomod)
+    if n != 1:
+        raise BuildError(f"{mod}@{pseudo}: expected one `replace .../sdk/v4 => ../sdk` in its go.mod, found {n}")
     (src / "go.mod").write_text(gomod)
+    # Like the wrappers: start from the recorded go.sum (`lock`), so known modules must match it.
+    if (LOCK_DIR / src.name / "go.sum").exists():
+        shutil.copyfile(LOCK_DIR / src.name / "go.sum", src / "go.sum")
     log_ = src / "build.log"
     env = go_env() | {"VERSION": ver}
     run(["go", "mod", "tidy"], cwd=src, env=env, logfile=log_)
@@ -481,7 +492,8 @@ def _kubernetes_provider(ctx: Ctx) -> dict:
     run(["go", "build", "-p", "2", "-pgo=off", "-trimpath", "-ldflags",
          f"-s -w -X {mod}/pkg/version.Version={ver}", "-o", str(ctx.bin / "pulumi-resource-kubernetes"),
          "./cmd/pulumi-resource-kubernetes"], cwd=src, env=env, logfile=log_)
-    return {"module": mod, "version": pseudo, "origin": commit, "plugin-version": ver}
+    return {"module": mod, "version": pseudo, "origin": info.get("Origin", {}).get("Hash", ""),
+            "sdk": f"{root}/sdk/v4 {sdk}", "plugin-version": ver, "wrapper": str(src / "go.mod")}
 
 
 def _install_plugin(ctx: Ctx) -> dict:
@@ -503,9 +515,9 @@ def tools(p: dict[str, str]) -> list[Tool]:
              ["kube-apiserver", "--version"], f"Kubernetes {k}", _k8s),
         Tool("etcd", ["etcd"], p["etcd"], ["etcd", "--version"], f"etcd Version: {p['etcd'].lstrip('v')}", _etcd),
         Tool("kwok", ["kwok", "kwokctl"], p["kwok"], None, "", _kwok),
-        Tool("kuberay", ["kuberay-operator"], p["kuberay"], None, "", _kuberay),
+        Tool("kuberay", ["kuberay-operator"], p["kuberay-operator"], None, "", _kuberay),
         Tool("pulumi", ["pulumi"], p["pulumi"], ["pulumi", "version"], f"v{p['pulumi']}", _pulumi),
-        Tool("pulumi-language-python", ["pulumi-language-python", "pulumi-language-python-exec"], p["pulumi"],
+        Tool("pulumi-language-python", ["pulumi-language-python", "pulumi-resource-pulumi-python"], p["pulumi"],
              None, "", _language_python),
         Tool("pulumi-resource-kubernetes", ["pulumi-resource-kubernetes"], p["pulumi-kubernetes"],
              None, "", _kubernetes_provider),
@@ -645,6 +657,8 @@ def status() -> int:
         rc |= 0 if have else 1
         state = "ok" if have else ("FAILED: " + entry["error"].splitlines()[0] if entry.get("error") else "missing")
         print(f"  {t.name:28} {t.version:10} {state}")
+    if kuberay_stand_in(p):
+        print(f"  {kuberay_stand_in(p)}")
     return rc
 
 
