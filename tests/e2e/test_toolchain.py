@@ -112,3 +112,14 @@ def test_python_plugins_are_launchers_into_the_project_venv(tmp_path):
         out = subprocess.run([str(ctx.bin / exe), "--help"], cwd=tmp_path, capture_output=True, text=True,
                              check=False)
         assert out.returncode == 1 and "venv/bin/python" in out.stderr
+
+
+def test_the_provider_plugin_is_installed_not_on_path(tmp_path):
+    """The CLI prefers a plugin binary on PATH to the installed plugin: the provider is built outside bin/
+    and the toolchain counts it as built only once it is installed in PULUMI_HOME at the pin."""
+    by_name = {t.name: t for t in tc.tools(tc.pins())}
+    assert by_name["pulumi-resource-kubernetes"].outputs(tmp_path) == [tmp_path / "plugin" / "pulumi-resource-kubernetes"]
+    ver = _req("pulumi-kubernetes")
+    assert by_name["kubernetes-plugin"].outputs(tmp_path) == [
+        tmp_path / "pulumi-home" / "plugins" / f"resource-kubernetes-v{ver}" / "pulumi-resource-kubernetes"]
+    assert tc.pulumi_home() == tc.key_dir() / "pulumi-home"

@@ -330,6 +330,11 @@ class Tool:
     probe: list[str] | None
     expect: str
     build: Callable[["Ctx"], dict]
+    # where `binaries` are, relative to the key directory
+    where: str = "bin"
+
+    def outputs(self, key: Path) -> list[Path]:
+        return [key / self.where / b for b in self.binaries]
 
 
 @dataclasses.dataclass
@@ -338,6 +343,12 @@ class Ctx:
     bin: Path
     src: Path
     home: Path
+
+    @property
+    def plugin(self) -> Path:
+        """The provider plugin's build output: not in bin/, which is on PATH, because the CLI prefers a
+        plugin binary on PATH to the installed plugin (and warns about it)."""
+        return self.bin.parent / "plugin"
 
 
 def _k8s(ctx: Ctx) -> dict:
@@ -490,7 +501,7 @@ def _kubernetes_provider(ctx: Ctx) -> dict:
     run(["go", "mod", "tidy"], cwd=src, env=env, logfile=log_)
     run(["go", "generate", "./cmd/pulumi-resource-kubernetes"], cwd=src, env=env, logfile=log_)
     run(["go", "build", "-p", "2", "-pgo=off", "-trimpath", "-ldflags",
-         f"-s -w -X {mod}/pkg/version.Version={ver}", "-o", str(ctx.bin / "pulumi-resource-kubernetes"),
+         f"-s -w -X {mod}/pkg/version.Version={ver}", "-o", str(ctx.plugin / "pulumi-resource-kubernetes"),
          "./cmd/pulumi-resource-kubernetes"], cwd=src, env=env, logfile=log_)
     return {"module": mod, "version": pseudo, "origin": info.get("Origin", {}).get("Hash", ""),
             "sdk": f"{root}/sdk/v4 {sdk}", "plugin-version": ver, "wrapper": str(src / "go.mod")}
@@ -498,13 +509,13 @@ def _kubernetes_provider(ctx: Ctx) -> dict:
 
 def _install_plugin(ctx: Ctx) -> dict:
     ver = ctx.pins["pulumi-kubernetes"]
-    missing = [b for b in ("pulumi", "pulumi-resource-kubernetes") if not (ctx.bin / b).exists()]
+    missing = [str(f) for f in (ctx.bin / "pulumi", ctx.plugin / "pulumi-resource-kubernetes") if not f.exists()]
     if missing:
         raise BuildError(f"needs {' and '.join(missing)} (see above)")
     env = dict(os.environ, PULUMI_HOME=str(ctx.home), PULUMI_SKIP_UPDATE_CHECK="true",
                PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true")
     run([str(ctx.bin / "pulumi"), "plugin", "install", "resource", "kubernetes", ver,
-         "--file", str(ctx.bin / "pulumi-resource-kubernetes"), "--reinstall"], env=env)
+         "--file", str(ctx.plugin / "pulumi-resource-kubernetes"), "--reinstall"], env=env)
     return {"plugin": f"resource kubernetes {ver}", "PULUMI_HOME": str(ctx.home)}
 
 
@@ -520,8 +531,9 @@ def tools(p: dict[str, str]) -> list[Tool]:
         Tool("pulumi-language-python", ["pulumi-language-python", "pulumi-resource-pulumi-python"], p["pulumi"],
              None, "", _language_python),
         Tool("pulumi-resource-kubernetes", ["pulumi-resource-kubernetes"], p["pulumi-kubernetes"],
-             None, "", _kubernetes_provider),
-        Tool("kubernetes-plugin", [], p["pulumi-kubernetes"], None, "", _install_plugin),
+             None, "", _kubernetes_provider, where="plugin"),
+        Tool("kubernetes-plugin", [f"plugins/resource-kubernetes-v{p['pulumi-kubernetes']}/pulumi-resource-kubernetes"],
+             p["pulumi-kubernetes"], None, "", _install_plugin, where="pulumi-home"),
         Tool("kueue", ["kueue"], p["kueue"], None, "", _kueue),
     ]
 
@@ -592,7 +604,7 @@ def build(only: list[str] | None, keep_going: bool) -> int:
         if only and tool.name not in only:
             continue
         done = manifest["tools"].get(tool.name, {})
-        if done.get("ok") and all((ctx.bin / b).exists() for b in tool.binaries):
+        if done.get("ok") and all(f.exists() for f in tool.outputs(kd)):
             log(f"{tool.name}: cached ({tool.version})")
             continue
         if _from_path(tool, ctx.bin):
@@ -653,7 +665,7 @@ def status() -> int:
     rc = 0
     for t in tools(p):
         entry = m.get(t.name, {})
-        have = entry.get("ok") and all((bin_dir() / b).exists() for b in t.binaries)
+        have = entry.get("ok") and all(f.exists() for f in t.outputs(key_dir()))
         rc |= 0 if have else 1
         state = "ok" if have else ("FAILED: " + entry["error"].splitlines()[0] if entry.get("error") else "missing")
         print(f"  {t.name:28} {t.version:10} {state}")
