@@ -18,7 +18,7 @@ import yaml
 
 from components.config.model import ConfigError
 from components.config.reader import Node
-from components.config.stack import PLATFORM_KEYS, SECRET_KEYS, TEAM_KEYS, parse
+from components.config.stack import PLATFORM_KEYS, TEAM_KEYS, parse
 from components.constants import PROJECT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,9 +82,29 @@ def test_the_recorded_keys_are_the_keys_each_layer_accepts() -> None:
 # --- Pulumi.yaml -------------------------------------------------------------------------------
 
 
-def test_pulumi_yaml_declares_exactly_the_top_level_keys_and_the_secrets() -> None:
-    assert set(PULUMI_YAML) == top_level()
-    assert {key for key, spec in PULUMI_YAML.items() if spec.get("secret")} == set(SECRET_KEYS)
+def required_everywhere() -> set[str]:
+    """The top-level keys both layers report missing when a stack leaves them out."""
+    required = set()
+    for key in set(PLATFORM_KEYS) & set(TEAM_KEYS):
+        missing = 0
+        for layer in ("platform", "team"):
+            raw = {"layer": layer, "environment": "dev"}
+            raw.pop(key, None)
+            try:
+                parse(raw, "s", "us-west-2", lambda _: None)
+            except ConfigError as exc:
+                missing += f"pulumi config set '{PROJECT}:{key}'" in str(exc)
+        if missing == 2:
+            required.add(key)
+    return required
+
+
+def test_pulumi_yaml_declares_exactly_the_keys_every_stack_sets() -> None:
+    # The engine refuses a stack that has no value for a key declared without a default
+    # ("validating stack config: Stack ... is missing configuration values"), so a per-layer or
+    # optional key declared there would break every stack of the other layer.
+    assert set(PULUMI_YAML) == required_everywhere() == {"layer", "environment"}
+    assert not any(spec.get("secret") or "default" in spec for spec in PULUMI_YAML.values())
 
 
 @pytest.mark.parametrize("key", sorted(PULUMI_YAML))
