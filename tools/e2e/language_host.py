@@ -25,9 +25,11 @@ from typing import Any
 
 import grpc
 from pulumi.automation._server import LanguageServer
-from pulumi.runtime.proto import language_pb2_grpc
+from pulumi.runtime.proto import language_pb2, language_pb2_grpc
 
 PROGRAM = "__main__.py"
+# The SDK server's errors that it has not logged itself (anything else is a logged RunError).
+UNREPORTED = ("python inline source runtime error", "RPC error")
 
 
 class ProjectLanguageServer(LanguageServer):
@@ -53,7 +55,12 @@ class ProjectLanguageServer(LanguageServer):
         # (pulumi.runtime.get_config_env), not the SDK's in-process config the server sets.
         os.environ["PULUMI_CONFIG"] = json.dumps(dict(request.config))
         os.environ["PULUMI_CONFIG_SECRET_KEYS"] = json.dumps(list(request.configSecretKeys))
-        return super().Run(request, context)
+        result = super().Run(request, context)
+        if result.error and not result.error.startswith(UNREPORTED):
+            # A RunError the server has already logged through the engine: like the real host,
+            # say so (bail) instead of handing the same text back to be printed a second time.
+            return language_pb2.RunResponse(bail=True)
+        return result
 
 
 def main(argv: list[str]) -> None:

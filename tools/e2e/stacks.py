@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from components.config.fit import quantity_value
 from tools.e2e import controlplane as cp
 
 STACKS_DIR = cp.REPO / "stacks"
@@ -32,7 +33,7 @@ PROJECT = "ray-platform"
 PLATFORM_STACK = "local"
 TEAM_STACK = "demo-local"
 E2E_GPU_GROUP = {"name": "gpu", "cpu": "4", "memory": "16Gi", "gpus": 1, "gpuPool": "g5-ondemand",
-                 "minReplicas": 1, "maxReplicas": 2}
+                 "replicas": 1, "minReplicas": 1, "maxReplicas": 2}
 
 
 def key(name: str) -> str:
@@ -65,7 +66,12 @@ def team_overrides() -> dict[str, Any]:
     clusters = copy.deepcopy(config[key("rayClusters")])
     clusters[0]["workerGroups"].append(E2E_GPU_GROUP)
     team = copy.deepcopy(config[key("team")])
-    team["quota"]["gpus"] = E2E_GPU_GROUP["gpus"] * E2E_GPU_GROUP["maxReplicas"]
+    # The quota grows by what the GPU group can request at max scale, so the shipped fit still holds.
+    quota, most = team["quota"], E2E_GPU_GROUP["maxReplicas"]
+    quota["cpu"] = f"{quantity_value(quota['cpu']) + quantity_value(E2E_GPU_GROUP['cpu']) * most:g}"
+    gib = quantity_value(quota["memory"]) + quantity_value(E2E_GPU_GROUP["memory"]) * most
+    quota["memory"] = f"{gib / 2**30:g}Gi"
+    quota["gpus"] = E2E_GPU_GROUP["gpus"] * most
     return {key("rayClusters"): clusters, key("team"): team, key("jobs"): []}
 
 
