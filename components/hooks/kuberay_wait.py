@@ -76,7 +76,9 @@ def rayjob_progress(obj: Mapping[str, Any], wait: str) -> Progress:
         if job == "SUCCEEDED":
             return Progress(done=True, summary=summary)
         return Progress(done=False, summary=summary, failure=summary)
-    if wait == "running" and (deployment == "Running" or job == "RUNNING"):
+    # Ray's view, not KubeRay's: the operator says Running as soon as the submitter Job exists,
+    # while the Ray job may still be PENDING (or never start).
+    if wait == "running" and job in ("RUNNING", "SUCCEEDED"):
         return Progress(done=True, summary=summary)
     return Progress(done=False, summary=summary)
 
@@ -91,8 +93,8 @@ def _app_states(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 
 def rayservice_progress(obj: Mapping[str, Any]) -> Progress:
     """Ready once the operator has seen the current spec, the Ready condition is True and no
-    NewCluster upgrade is still in progress; failed on a Serve app that failed to deploy or on
-    KubeRay's initializing timeout."""
+    NewCluster upgrade is still in progress; failed on a Serve app that failed to deploy, on
+    KubeRay's initializing timeout or on a spec the operator refused."""
     meta, status = obj.get("metadata") or {}, obj.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     ready, upgrading = conditions.get("Ready") or {}, conditions.get("UpgradeInProgress") or {}
@@ -110,7 +112,9 @@ def rayservice_progress(obj: Mapping[str, Any]) -> Progress:
     if failed:
         return Progress(done=False, summary=summary,
                         failure=f"Serve application(s) failed to deploy: {'; '.join(failed)[:1500]}")
-    if ready.get("reason") == "InitializingTimeout":
+    # Both end a RayService's initialization for good; on ValidationFailed the operator never
+    # advances observedGeneration, so waiting would only run out the whole timeout.
+    if ready.get("reason") in ("InitializingTimeout", "ValidationFailed"):
         return Progress(done=False, summary=summary, failure=summary)
     generation, observed = meta.get("generation"), status.get("observedGeneration")
     if generation is not None and (observed is None or int(observed) < int(generation)):
