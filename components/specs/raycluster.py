@@ -23,7 +23,7 @@ from typing import Any
 from components.specs import log_shipping
 from components.config.fit import (
     AUTOSCALER_CONTAINER, LOG_SHIPPER_CONTAINER, RAY_HEAD_CONTAINER, RAY_WORKER_CONTAINER, ContainerSize,
-    container_size, head_pod_containers, worker_pod_containers,
+    container_size, head_pod_containers, quantity_value, worker_pod_containers,
 )
 from components.config.model import LB_SERVICE_TYPE, RayClusterConfig, RayObservability, WorkerGroupConfig
 from components.constants import (
@@ -215,9 +215,20 @@ def _pod_template(container: dict[str, Any], shm_size: str, gpus: int, gpu_pool:
     return {"metadata": {"labels": dict(labels)}, "spec": spec}
 
 
-def _ray_start_params(gpus: int) -> dict[str, str]:
+# The object store lives in /dev/shm, a memory-backed emptyDir capped at the group's shmSize. Ray
+# sizes its store at 30% of the pod's memory, which outgrows most shmSizes, and then falls back to
+# disk; sized from shmSize, with headroom for what else Ray keeps there, it never does.
+OBJECT_STORE_SHARE_OF_SHM = 0.9
+
+
+def object_store_bytes(shm_size: str) -> int:
+    return int(quantity_value(shm_size) * OBJECT_STORE_SHARE_OF_SHM)
+
+
+def _ray_start_params(gpus: int, shm_size: str) -> dict[str, str]:
     # Ray would otherwise count the node's GPUs itself; the pod's allocation is the truth.
-    return {"num-gpus": str(gpus), "metrics-export-port": str(RAY_METRICS_PORT)}
+    return {"num-gpus": str(gpus), "metrics-export-port": str(RAY_METRICS_PORT),
+            "object-store-memory": str(object_store_bytes(shm_size))}
 
 
 # --------------------------------------------------------------------------- groups
@@ -234,7 +245,7 @@ def head_group_spec(cfg: RayClusterConfig, labels: dict[str, str]) -> dict[str, 
     if cfg.observability.metrics:
         container["env"] += _metrics_env(cfg.name)
     params = {
-        **_ray_start_params(0),
+        **_ray_start_params(0, cfg.head.shm_size),
         # The dashboard must listen on the pod IP for the head Service to reach it.
         "dashboard-host": "0.0.0.0",
         # No Ray tasks on the head: it holds the GCS and the dashboard, and a task that
@@ -267,7 +278,7 @@ def worker_group_spec(cfg: RayClusterConfig, group: WorkerGroupConfig, labels: d
         "replicas": group.replicas,
         "minReplicas": group.min_replicas,
         "maxReplicas": group.max_replicas,
-        "rayStartParams": _ray_start_params(group.gpus),
+        "rayStartParams": _ray_start_params(group.gpus, group.shm_size),
         "template": template,
     }
 

@@ -10,7 +10,7 @@ import yaml
 
 from components.specs import raycluster as spec_module
 from components.config.fit import (
-    AUTOSCALER_CONTAINER, ContainerSize, head_pod_containers, max_demand, worker_pod_containers,
+    AUTOSCALER_CONTAINER, ContainerSize, head_pod_containers, max_demand, quantity_value, worker_pod_containers,
 )
 from components.config.model import (
     GcsFaultToleranceConfig, HeadConfig, RayClusterConfig, RayObservability, WorkerGroupConfig,
@@ -187,6 +187,15 @@ def test_head_requests_no_gpu_and_cannot_see_or_reach_one() -> None:
     params = obj["spec"]["headGroupSpec"]["rayStartParams"]
     assert params["num-gpus"] == "0" and params["num-cpus"] == "0"
     assert params["dashboard-host"] == "0.0.0.0" and params["metrics-export-port"] == str(RAY_METRICS_PORT)
+
+
+def test_object_store_is_sized_from_shm_so_ray_never_spills_to_disk() -> None:
+    obj = build()
+    groups = [obj["spec"]["headGroupSpec"], *obj["spec"]["workerGroupSpecs"]]
+    for group in groups:
+        (shm,) = [v for v in group["template"]["spec"]["volumes"] if v["name"] == "dshm"]
+        store = int(group["rayStartParams"]["object-store-memory"])
+        assert 0 < store <= quantity_value(shm["emptyDir"]["sizeLimit"])
 
 
 def test_head_resources_are_guaranteed_and_shm_is_memory_backed_at_the_configured_size() -> None:
