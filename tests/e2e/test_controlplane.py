@@ -2,28 +2,17 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import pytest
 
 from components import constants as C
 from components import versions as V
+from tests.e2e import wait
 from tools.e2e import controlplane as cp
 from tools.e2e import toolchain
 
 pytestmark = pytest.mark.e2e
-
-
-def _wait(what, ok, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = ok()
-        if last:
-            return last
-        time.sleep(1)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 def test_api_server_is_the_pinned_kubernetes(controlplane):
@@ -138,7 +127,7 @@ def test_operator_creates_pods_for_a_raycluster_and_kwok_runs_them(operator):
             items = cp.api("GET", f"/api/v1/namespaces/default/pods?labelSelector={selector}")["items"]
             running = [p for p in items if p["status"].get("phase") == "Running"]
             return running if len(running) == 2 else None
-        running = _wait("the operator's head and worker pods to run", pods, timeout=180)
+        running = wait("the operator's head and worker pods to run", pods, timeout=180)
         nodes = {n["metadata"]["name"]: n["metadata"]["labels"] for n in cp.api("GET", "/api/v1/nodes")["items"]}
         by_type = {p["metadata"]["labels"][C.RAY_NODE_TYPE_LABEL]: p for p in running}
         assert set(by_type) == {"head", "worker"}
@@ -150,7 +139,7 @@ def test_operator_creates_pods_for_a_raycluster_and_kwok_runs_them(operator):
         assert nodes[worker["spec"]["nodeName"]][C.NODE_POOL_LABEL] == "g5-ondemand"
         assert head["status"]["podIP"]
         rc = json.loads(cp.kubectl("get", "raycluster", "e2e-tiny", "-n", "default", "-o", "json").stdout)
-        _wait("the RayCluster status to count the worker",
+        wait("the RayCluster status to count the worker",
               lambda: json.loads(cp.kubectl("get", "raycluster", "e2e-tiny", "-n", "default", "-o", "json")
                                  .stdout).get("status", {}).get("availableWorkerReplicas") == 1, timeout=90)
         assert rc["metadata"]["name"] == "e2e-tiny"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import yaml
 
 from components import constants as C
 from components.config.fit import quantity_value
+from tests.e2e import wait
 from tools.e2e import controlplane as cp
 from tools.e2e import stacks
 
@@ -25,25 +25,20 @@ TEAM_NS = f"team-{stacks.shipped(stacks.TEAM_STACK)['config'][stacks.key('team')
 CLUSTER = stacks.shipped(stacks.TEAM_STACK)["config"][stacks.key("rayClusters")][0]["name"]
 RAY = f"/apis/{C.RAY_GROUP}/v1"
 OUTSIDER = "outside-the-stacks"
-
-
-def wait(what: str, ok: Callable[[], Any], timeout: float = 180.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = ok()
-        except Exception as exc:  # noqa: BLE001 - not there yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(1)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+# How long the operator and the controllers get to act on what `pulumi up` created.
+OPERATOR_S = 180.0
 
 
 def pods(namespace: str, selector: str) -> list[dict[str, Any]]:
     return cp.api("GET", f"/api/v1/namespaces/{namespace}/pods?labelSelector={selector}")["items"]
+
+
+def at_least(n: int, items: list[Any]) -> list[Any] | None:
+    return items if len(items) >= n else None
+
+
+def running_pods(selector: str) -> list[dict[str, Any]]:
+    return [p for p in pods(TEAM_NS, selector) if p["status"].get("phase") == "Running"]
 
 
 def raycluster() -> dict[str, Any]:
@@ -113,12 +108,10 @@ def team(platform: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_team_up_raycluster_ready_with_our_pods(team: dict[str, Any]) -> None:
-    wait("RayCluster ready", lambda: raycluster().get("status", {}).get("state") == "ready")
+    wait("RayCluster ready", lambda: raycluster().get("status", {}).get("state") == "ready", OPERATOR_S)
     node_labels = nodes()
     selector = f"{C.RAY_CLUSTER_LABEL}%3D{CLUSTER}"
-    running = wait("head and GPU worker pods running", lambda: [
-        p for p in pods(TEAM_NS, selector) if p["status"].get("phase") == "Running"] if len(
-        [p for p in pods(TEAM_NS, selector) if p["status"].get("phase") == "Running"]) >= 2 else None)
+    running = wait("head and GPU worker pods running", lambda: at_least(2, running_pods(selector)), OPERATOR_S)
     head = [p for p in running if p["metadata"]["labels"][C.RAY_NODE_TYPE_LABEL] == "head"]
     gpu = [p for p in running if p["metadata"]["labels"].get("ray.io/group") == stacks.E2E_GPU_GROUP["name"]]
     assert len(head) == 1 and gpu
@@ -138,7 +131,7 @@ def test_team_quota_usage_matches_the_pods(team: dict[str, Any]) -> None:
             if p["status"].get("phase") in ("Pending", "Running")]
     want_cpu = sum(quantity_value(c["resources"].get("requests", {}).get("cpu", "0"))
                    for p in live for c in p["spec"]["containers"])
-    used = wait("quota usage", lambda: quota_used(quota["metadata"]["name"]))
+    used = wait("quota usage", lambda: quota_used(quota["metadata"]["name"]), OPERATOR_S)
     assert quantity_value(used["requests.cpu"]) == pytest.approx(want_cpu)
     assert int(used["pods"]) == len(live)
 
@@ -160,8 +153,7 @@ def test_team_edit_previews_as_exactly_that_change_and_the_operator_reconciles(t
     assert re.search(r"~ minReplicas\s*: 1\s*=> 2", diff) and re.search(r"~ replicas\s*: 1\s*=> 2", diff), diff
     run(team["state"], "up", stacks.TEAM_STACK, edited, "--yes", "--skip-preview")
     gpu_selector = f"ray.io/group%3D{stacks.E2E_GPU_GROUP['name']}"
-    wait("two GPU workers", lambda: len([p for p in pods(TEAM_NS, gpu_selector)
-                                         if p["status"].get("phase") == "Running"]) == 2)
+    wait("two GPU workers", lambda: len(running_pods(gpu_selector)) == 2, OPERATOR_S)
 
 
 @pytest.mark.parametrize(("path", "value", "message"), [
