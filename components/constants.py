@@ -47,3 +47,8 @@ RAY_NODE_TYPE_LABEL = f"{RAY_GROUP}/node-type"
 METADATA_KIND = f"{PROJECT}/kind"
 METADATA_JOB_NAME = f"{PROJECT}/job-name"
 METADATA_CODE_HASH = f"{PROJECT}/code-hash"
+
+# Kueue's API group and the labels by which it queues a RayJob or RayCluster (docs/queues.md).
+KUEUE_GROUP = "kueue.x-k8s.io"
+QUEUE_NAME_LABEL = f"{KUEUE_GROUP}/queue-name"
+PRIORITY_CLASS_LABEL = f"{KUEUE_GROUP}/priority-class"

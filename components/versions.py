@@ -35,6 +35,15 @@ EKS_VERSIONS: dict[str, str] = {
 }
 DEFAULT_EKS_VERSION = "1.34"
 
+# Queueing (docs/queues.md). Kueue publishes its chart as an OCI artifact only; the chart's own
+# default image is a staging build, so the release's image is set explicitly. The e2e control plane
+# runs the controller built from the Go module at the same version (tools/e2e/kueue.py).
+KUEUE_VERSION = "v0.19.2"
+KUEUE_CHART = "kueue"
+KUEUE_CHART_VERSION = KUEUE_VERSION.removeprefix("v")
+KUEUE_CHART_REPO = "oci://registry.k8s.io/kueue/charts"
+KUEUE_IMAGE_REPOSITORY = "registry.k8s.io/kueue/kueue"
+
 # Observability. kube-prometheus-stack 78.5.0 ships prometheus-operator v0.86.1; Helm installs
 # its CRDs on first install only (docs/observability.md, "Upgrading the monitoring stack").
 KUBE_PROMETHEUS_STACK_CHART = "kube-prometheus-stack"
@@ -57,7 +66,6 @@ FLUENT_BIT_IMAGE = f"fluent/fluent-bit:{FLUENT_BIT_VERSION}"
 KUBERNETES_E2E_VERSION = "v1.34.4"  # kube-apiserver/-controller-manager/-scheduler, kubectl; an EKS_VERSIONS minor
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
-KUEUE_VERSION = "v0.19.2"  # the kueue chart in the mirror is 0.19.2
 # The KubeRay operator the e2e control plane runs. It differs from KUBERAY_VERSION (what the
 # platform deploys: chart, CRDs, and the only CRDs ../shared/kuberay-crds has) because the Go
 # module proxy refuses ray-operator@v1.7.0's zip (403; its .info and .mod are served), so 1.7.0

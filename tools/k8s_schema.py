@@ -7,6 +7,7 @@ missing required fields, kinds the API server does not know.
 * Core kinds use kubernetes-validate's strict schemas for the cluster's minor.
 * ray.io kinds use the real KubeRay CRDs (the release pinned in
   components/versions.py), turned into strict JSON Schemas.
+* kueue.x-k8s.io kinds use the real Kueue CRDs of KUEUE_VERSION, the same way.
 * Any other custom kind needs its CRD file passed in `extra_crds`; otherwise it
   is reported as unknown, unless the caller opts out with `allow_unknown_kinds`.
 
@@ -36,10 +37,11 @@ from kubernetes_validate.utils import all_versions, major_minor, schema_contents
 from packaging.version import Version
 from referencing import Registry, Resource
 
-from components.versions import DEFAULT_EKS_VERSION, KUBERAY_VERSION
+from components.versions import DEFAULT_EKS_VERSION, KUBERAY_VERSION, KUEUE_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERAY_CRDS_ENV = "RAY_PLATFORM_KUBERAY_CRDS"
+KUEUE_CRDS_ENV = "RAY_PLATFORM_KUEUE_CRDS"
 RAY_GROUP = "ray.io"
 # KubeRay derives Service and Pod names from the RayCluster name, so it only
 # accepts a DNS-1035 label (validateRayClusterMetadata in the operator).
@@ -58,6 +60,14 @@ def kuberay_crd_dir() -> Path:
     if override:
         return Path(override)
     return ROOT / ".." / "shared" / "kuberay-crds" / f"v{KUBERAY_VERSION}"
+
+
+def kueue_crd_dir() -> Path:
+    """Where the pinned Kueue CRDs live: $RAY_PLATFORM_KUEUE_CRDS or shared/ beside the repo."""
+    override = os.environ.get(KUEUE_CRDS_ENV)
+    if override:
+        return Path(override)
+    return ROOT / ".." / "shared" / "kueue-crds" / KUEUE_VERSION
 
 
 def core_schema_version(k8s_version: str) -> str:
@@ -218,13 +228,13 @@ def _crd_index(files: tuple[Path, ...]) -> dict[tuple[str, str], dict[str, CrdVe
 
 
 def crd_index(extra_crds: Sequence[Path] = ()) -> dict[tuple[str, str], dict[str, CrdVersion]]:
-    """(group, kind) -> version -> CrdVersion, from the KubeRay CRDs plus `extra_crds` (files or dirs)."""
-    kuberay = kuberay_crd_dir()
-    if not kuberay.is_dir():
-        raise FileNotFoundError(
-            f"KubeRay CRDs not found at {kuberay}; set {KUBERAY_CRDS_ENV} to the folder holding ray.io_*.yaml"
-        )
-    return _crd_index(tuple(_crd_files([kuberay, *extra_crds])))
+    """(group, kind) -> version -> CrdVersion, from the KubeRay and Kueue CRDs plus `extra_crds` (files or dirs)."""
+    pinned = ((kuberay_crd_dir(), KUBERAY_CRDS_ENV, "ray.io_*.yaml"), (kueue_crd_dir(), KUEUE_CRDS_ENV,
+                                                                         "kueue.x-k8s.io_*.yaml"))
+    for folder, env, files in pinned:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"CRDs not found at {folder}; set {env} to the folder holding {files}")
+    return _crd_index(tuple(_crd_files([*(folder for folder, _, _ in pinned), *extra_crds])))
 
 
 @functools.cache

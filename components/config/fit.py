@@ -61,9 +61,11 @@ def _log_shipper(cluster: RayClusterConfig) -> tuple[ContainerSize, ...]:
 
 
 def head_pod_containers(cluster: RayClusterConfig) -> tuple[ContainerSize, ...]:
-    """The head pod: Ray (no GPU: no tasks run there), the autoscaler sidecar, the log shipper if any."""
-    return (ContainerSize(RAY_HEAD_CONTAINER, cluster.head.cpu, cluster.head.memory),
-            ContainerSize(AUTOSCALER_CONTAINER, cluster.autoscaler_cpu, cluster.autoscaler_memory),
+    """The head pod: Ray (no GPU: no tasks run there), the autoscaler sidecar unless the cluster is
+    queued (Kueue admits it at a fixed size), the log shipper if any."""
+    autoscaler = () if cluster.queue is not None else (
+        ContainerSize(AUTOSCALER_CONTAINER, cluster.autoscaler_cpu, cluster.autoscaler_memory),)
+    return (ContainerSize(RAY_HEAD_CONTAINER, cluster.head.cpu, cluster.head.memory), *autoscaler,
             *_log_shipper(cluster))
 
 

@@ -10,22 +10,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.config.queue_model import Queueing, QueuesConfig, TeamQueueConfig
 from components.versions import DEFAULT_EKS_VERSION
 from jobs.common import JOB_NAMES
 
 LAYERS = ("platform", "team")
 PROVIDERS = ("eks", "existing")
 CAPACITY_TYPES = ("ON_DEMAND", "SPOT")
-# Managed node group AMI types that ship the NVIDIA driver and container toolkit.
 GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA",
-                 "BOTTLEROCKET_ARM_64_NVIDIA")
+                 "BOTTLEROCKET_ARM_64_NVIDIA")  # managed node group AMIs with the NVIDIA driver and toolkit
 # Instance families with NVIDIA GPUs; a typo such as "m5.xlarge" in a GPU pool is caught here.
 GPU_INSTANCE_FAMILIES = ("g4dn", "g5", "g5g", "g6", "g6e", "gr6", "p3", "p4d", "p4de", "p5", "p5e",
                          "p5en", "p6")
 CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
 NAT_MODES = ("single", "perAz")
-# A job's kind is the module jobs.<kind> it runs.
-JOB_KINDS = JOB_NAMES
+JOB_KINDS = JOB_NAMES  # a job's kind is the module jobs.<kind> it runs
 JOB_WAITS = ("none", "running", "succeeded")
 SUBMISSIONS = ("sdk", "kuberay")
 DASHBOARD_ACCESS = ("tunnel", "url")
@@ -68,7 +67,7 @@ def is_dns_label(value: str, max_len: int, pattern: re.Pattern[str] = DNS1035) -
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
 ARN = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
 STACK_REF = re.compile(r"^([A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+$")
-# Prometheus' retention flag: one number and unit (a compound such as 1d12h is not accepted here).
+# Prometheus' retention flag: one number and unit (not a compound such as 1d12h).
 PROMETHEUS_DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
 HTTP_URL = re.compile(r"^https?://[^\s/]+(:[0-9]+)?(/\S*)?$")
 LOG_DESTINATIONS = ("cloudwatch", "none")
@@ -222,6 +221,7 @@ class PlatformConfig:
     # A Pulumi secret; required exactly when Grafana is installed.
     grafana_admin_password: str | None = None
     sources: SourcesConfig = SourcesConfig()
+    queues: QueuesConfig | None = None
 
     @property
     def is_eks(self) -> bool:
@@ -311,9 +311,10 @@ class RayClusterConfig:
     autoscaler_memory: str = "512Mi"
     gcs_fault_tolerance: GcsFaultToleranceConfig | None = None
     auth: bool = False
-    # The team's choice (TeamStackConfig.observability), copied here because the spec builder
-    # sees one cluster at a time.
+    # The team's choices (observability; the queue, none for a RayService's cluster), copied here
+    # because the spec builder sees one cluster at a time.
     observability: RayObservability = RayObservability()
+    queue: Queueing | None = None
 
 
 @dataclass(frozen=True)
@@ -393,6 +394,7 @@ class TeamStackConfig:
     redis_password: str | None = None
     dashboard_token: str | None = None
     observability: RayObservability = RayObservability()
+    queue: TeamQueueConfig | None = None
 
 
 StackConfig = PlatformConfig | TeamStackConfig

@@ -11,6 +11,7 @@ from components.config.model import (
     AddonsConfig, ClusterConfig, GpuPoolConfig, GrafanaConfig, KubeRayConfig, LogShippingConfig, NetworkConfig,
     ObservabilityConfig, PlatformConfig, PrometheusConfig, SourcesConfig, SystemNodesConfig,
 )
+from components.config.queues import parse_platform_queues
 from components.config.reader import MISSING, Node, Problems, check_dns, check_range, check_unique, ns
 from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, LABEL_PREFIX, NODE_POOL_LABEL
 from components.versions import EKS_VERSIONS
@@ -201,6 +202,7 @@ def parse_platform(p: Problems, root: Node, stack: str, environment: str | None,
     if observability.grafana is None and grafana_admin_password is not None:
         p.bad(ns("grafanaAdminPassword"), SECRET_PLACEHOLDER, "only used with observability.grafana")
     sources = _parse_sources(root)
+    queues = parse_platform_queues(p, root, pools)
     if cluster is None:
         return None
     if cluster.provider == "eks":
@@ -222,7 +224,7 @@ def parse_platform(p: Problems, root: Node, stack: str, environment: str | None,
     return PlatformConfig(stack=stack, environment=environment or "", cluster=cluster, network=network,
                           gpu_pools=pools, addons=addons, kuberay=kuberay, aws_region=aws_region,
                           kubeconfig=kubeconfig, observability=observability,
-                          grafana_admin_password=grafana_admin_password, sources=sources)
+                          grafana_admin_password=grafana_admin_password, sources=sources, queues=queues)
 
 
 def _parse_sources(root: Node) -> SourcesConfig:

@@ -17,9 +17,9 @@ from components.config.team import parse_team_stack
 from components.constants import PROJECT
 
 PLATFORM_KEYS = ("layer", "environment", "cluster", "network", "gpuPools", "addons", "kuberay", "kubeconfig",
-                 "observability", "grafanaAdminPassword", "sources")
+                 "observability", "grafanaAdminPassword", "sources", "queues")
 TEAM_KEYS = ("layer", "environment", "platformStack", "team", "rayClusters", "jobs", "dashboard",
-             "redisPassword", "dashboardToken", "observability")
+             "redisPassword", "dashboardToken", "observability", "queue")
 SECRET_KEYS = ("kubeconfig", "redisPassword", "dashboardToken", "grafanaAdminPassword")
 
 

@@ -6,12 +6,14 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from components.config.fit import check_kuberay_fit, check_limit_range, check_not_above, check_quota_fit, quantity_value
-from components.config.jobs import parse_jobs
+from components.config.jobs import parse_jobs, rayservice_owners
 from components.config.model import (
     DASHBOARD_ACCESS, GCS_FT_BACKENDS, RAYCLUSTER_NAME_MAX, SERVICE_TYPES, STACK_REF, UPSCALING_MODES,
     DashboardConfig, GcsFaultToleranceConfig, HeadConfig, LimitRangeConfig, PlatformConfig, QuotaConfig,
     RayClusterConfig, RayObservability, TeamConfig, TeamStackConfig, WorkerGroupConfig,
 )
+from components.config.queue_model import Queueing, local_queue_name
+from components.config.queues import check_team_queue, parse_team_queue
 from components.config.reader import MISSING, Node, Problems, check_dns, check_range, check_unique, ns
 
 
@@ -227,6 +229,13 @@ def parse_team_stack(p: Problems, root: Node, stack: str, environment: str | Non
         p.bad(ns("rayClusters"), [], "declare at least one RayCluster")
     check_unique(p, ns("rayClusters"), [c.name for c in clusters], "RayCluster names must be unique in a team")
     jobs = parse_jobs(p, root, {c.name: c for c in clusters if c.name})
+    queue = parse_team_queue(p, root)
+    if queue is not None and team is not None:
+        # Queued: every RayCluster the team declares and every RayJob bringing one like it; a
+        # RayService's cluster stays out of queues (docs/queues.md).
+        owned = rayservice_owners(jobs)
+        queueing = Queueing(local_queue=local_queue_name(team.name), priority_class=queue.priority_class)
+        clusters = tuple(c if c.name in owned else replace(c, queue=queueing) for c in clusters)
     dashboard = _parse_dashboard(p, root)
     redis_password = root.str("redisPassword", None)
     dashboard_token = root.str("dashboardToken", None)
@@ -242,17 +251,20 @@ def parse_team_stack(p: Problems, root: Node, stack: str, environment: str | Non
         check_quota_fit(p, team, clusters)
         check_kuberay_fit(p, team, clusters, jobs)
         check_limit_range(p, team, clusters)
+    platform = None
     if platform_stack and platform_lookup is not None:
         platform = platform_lookup(platform_stack.rsplit("/", 1)[-1])
         if platform is not None:
             _check_against_platform(p, team, clusters, platform)
             _check_observability_against_platform(p, observability, platform)
+    if queue is not None and team is not None:
+        check_team_queue(p, team, queue, clusters, platform)
     if team is None or platform_stack is None or not clusters:
         return None
     return TeamStackConfig(stack=stack, environment=environment or "", platform_stack=platform_stack,
                            team=team, ray_clusters=clusters, jobs=jobs, dashboard=dashboard,
                            redis_password=redis_password, dashboard_token=dashboard_token,
-                           observability=observability)
+                           observability=observability, queue=queue)
 
 
 def _parse_team_observability(root: Node) -> RayObservability:

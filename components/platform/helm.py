@@ -14,15 +14,17 @@ def pinned_release(name: str, *, chart: str, version: str, repo: str, mirror: st
     """Install `chart` at exactly `version` from `mirror` (the platform's `sources.helmRepository`)
     when one is set, else from its upstream `repo`.
 
-    `atomic` rolls a failed upgrade back instead of leaving a half-upgraded add-on, and
+    An `oci://` upstream is a registry path, not a repository index: the chart is addressed there
+    by its full reference. `atomic` rolls a failed upgrade back instead of leaving a half-upgraded add-on, and
     `cleanup_on_fail` removes what a failed install created.
     """
+    oci = mirror is None and repo.startswith("oci://")
     return k8s.helm.v3.Release(
         name,
         name=chart,
-        chart=chart,
+        chart=f"{repo.rstrip('/')}/{chart}" if oci else chart,
         version=version,
-        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=mirror or repo),
+        repository_opts=None if oci else k8s.helm.v3.RepositoryOptsArgs(repo=mirror or repo),
         namespace=namespace,
         create_namespace=create_namespace,
         skip_crds=skip_crds,

@@ -13,10 +13,12 @@ from components.platform.block_storage import BlockStorage, BlockStorageArgs
 from components.platform.eks_cluster import SYSTEM_NODE_SELECTOR, EksAccess, EksCluster, EksClusterArgs
 from components.platform.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
 from components.platform.kuberay_operator import KubeRayOperator, KubeRayOperatorArgs
+from components.platform.kueue import Kueue, KueueArgs
 from components.platform.network import Network, NetworkArgs
 from components.platform.nvidia_device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
 from components.platform.observability import Observability, ObservabilityArgs
 from components.specs.gpu_nodes import gpu_taint, pool_labels
+from components.specs.kueue import platform_outputs as queue_outputs
 from components.specs.monitoring import platform_outputs
 from components.versions import KUBERAY_VERSION, RAY_VERSION
 
@@ -37,6 +39,8 @@ def build_platform(cfg: PlatformConfig) -> dict[str, Any]:
         "kuberayVersion": KUBERAY_VERSION,
         "kuberayNamespace": cfg.kuberay.namespace,
         "rayVersion": RAY_VERSION,
+        # None when the platform runs no Kueue: team stacks then cannot declare a queue.
+        "queues": queue_outputs(cfg.queues, cfg.gpu_pools),
     }
     node_selector: dict[str, str] | None = None
     eks: EksAccess | None = None
@@ -59,10 +63,14 @@ def build_platform(cfg: PlatformConfig) -> dict[str, Any]:
     if cfg.addons.nvidia_device_plugin:
         NvidiaDevicePlugin(f"{name}-nvidia", NvidiaDevicePluginArgs(helm_repository=cfg.sources.helm_repository),
                            opts=k8s_opts)
-    KubeRayOperator(f"{name}-kuberay", KubeRayOperatorArgs(
+    kuberay = KubeRayOperator(f"{name}-kuberay", KubeRayOperatorArgs(
         namespace=cfg.kuberay.namespace, watch_namespaces=cfg.kuberay.watch_namespaces,
         node_selector=node_selector, helm_repository=cfg.sources.helm_repository,
         crd_source=cfg.sources.kuberay_crds), opts=k8s_opts)
+    if cfg.queues is not None:
+        Kueue(f"{name}-kueue", KueueArgs(config=cfg.queues, gpu_pools=cfg.gpu_pools, node_selector=node_selector,
+                                         helm_repository=cfg.sources.helm_repository, after=(kuberay.release,)),
+              opts=k8s_opts)
     # Team stacks read this even when nothing is installed: it tells them what they may opt into.
     outputs["observability"] = Observability(observability_name, ObservabilityArgs(
         config=cfg.observability, cluster_name=name, kuberay_namespace=cfg.kuberay.namespace,

@@ -22,6 +22,17 @@ def gpu_taint() -> dict[str, str]:
     return {"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT}
 
 
+def gpu_toleration() -> dict[str, str]:
+    """What lets a pod onto a GPU node: exactly the taint of gpu_taint()."""
+    return {"key": GPU_TAINT_KEY, "operator": "Equal", "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT}
+
+
+def pool_node_selector(pool: str) -> dict[str, str]:
+    """The node label that singles out one pool's nodes, on EKS and on an existing cluster alike
+    (where GPU nodes are labelled by hand with this label only)."""
+    return {NODE_POOL_LABEL: pool}
+
+
 def pool_labels(pool: GpuPoolConfig) -> dict[str, str]:
     """Labels every node of the pool carries; RayCluster GPU groups select on NODE_POOL_LABEL."""
     return {**pool.labels, NODE_POOL_LABEL: pool.name, NODE_ROLE_LABEL: ROLE_GPU, GPU_NODE_LABEL: "true"}

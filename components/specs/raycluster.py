@@ -26,10 +26,12 @@ from components.config.fit import (
     container_size, head_pod_containers, quantity_value, worker_pod_containers,
 )
 from components.config.model import LB_SERVICE_TYPE, RayClusterConfig, RayObservability, WorkerGroupConfig
+from components.config.queue_model import Queueing
 from components.constants import (
-    GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL, PART_OF_LABEL,
-    PROJECT, RAY_CLIENT_PORT, RAY_DASHBOARD_PORT, RAY_GCS_PORT, RAY_METRICS_PORT, RAY_SERVE_PORT, TEAM_LABEL,
+    GPU_NODE_LABEL, GPU_RESOURCE, PART_OF_LABEL, PRIORITY_CLASS_LABEL, PROJECT, QUEUE_NAME_LABEL, RAY_CLIENT_PORT,
+    RAY_DASHBOARD_PORT, RAY_GCS_PORT, RAY_METRICS_PORT, RAY_SERVE_PORT, TEAM_LABEL,
 )
+from components.specs.gpu_nodes import gpu_toleration, pool_node_selector
 from components.versions import RAY_IMAGE_CPU, RAY_IMAGE_GPU, RAY_VERSION
 
 API_VERSION = "ray.io/v1"
@@ -110,6 +112,13 @@ def common_labels(team: str) -> dict[str, str]:
     return {TEAM_LABEL: team, PART_OF_LABEL: PROJECT}
 
 
+def queue_labels(queue: Queueing | None) -> dict[str, str]:
+    """What puts a RayCluster or RayJob into Kueue's hands: its LocalQueue and priority class."""
+    if queue is None:
+        return {}
+    return {QUEUE_NAME_LABEL: queue.local_queue, PRIORITY_CLASS_LABEL: queue.priority_class}
+
+
 # --------------------------------------------------------------------------- pod parts
 
 
@@ -174,10 +183,6 @@ def off_gpu_nodes() -> dict[str, Any]:
     ]}}}
 
 
-def _gpu_toleration() -> dict[str, str]:
-    return {"key": GPU_TAINT_KEY, "operator": "Equal", "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT}
-
-
 def _metrics_env(cluster: str) -> list[dict[str, Any]]:
     # Optional references: a platform without Grafana leaves its keys out of the ConfigMap, and
     # the dashboard then simply shows no embedded panels.
@@ -208,8 +213,8 @@ def _pod_template(container: dict[str, Any], shm_size: str, gpus: int, gpu_pool:
         "securityContext": pod_security_context(),
     }
     if gpus:
-        spec["tolerations"] = [_gpu_toleration()]
-        spec["nodeSelector"] = {NODE_POOL_LABEL: gpu_pool} if gpu_pool else {GPU_NODE_LABEL: "true"}
+        spec["tolerations"] = [gpu_toleration()]
+        spec["nodeSelector"] = pool_node_selector(gpu_pool) if gpu_pool else {GPU_NODE_LABEL: "true"}
     else:
         spec["affinity"] = off_gpu_nodes()
     return {"metadata": {"labels": dict(labels)}, "spec": spec}
@@ -273,10 +278,12 @@ def worker_group_spec(cfg: RayClusterConfig, group: WorkerGroupConfig, labels: d
     # Ray workers never call the Kubernetes API; only the head's autoscaler does.
     template["spec"]["automountServiceAccountToken"] = False
     _ship_logs(template, containers)
+    # A queued cluster runs whole at its maxReplicas: Kueue admits a fixed shape, all or nothing.
+    replicas = group.max_replicas if cfg.queue is not None else group.replicas
     return {
         "groupName": group.name,
-        "replicas": group.replicas,
-        "minReplicas": group.min_replicas,
+        "replicas": replicas,
+        "minReplicas": group.max_replicas if cfg.queue is not None else group.min_replicas,
         "maxReplicas": group.max_replicas,
         "rayStartParams": _ray_start_params(group.gpus, group.shm_size),
         "template": template,
@@ -334,12 +341,19 @@ def ray_cluster(cfg: RayClusterConfig, namespace: str, team: str) -> dict[str, A
     spec: dict[str, Any] = {
         "rayVersion": RAY_VERSION,
         # The Ray autoscaler adds workers when tasks ask for resources (GPU groups scale up
-        # from minReplicas, usually 0) and removes them after idleTimeoutSeconds.
-        "enableInTreeAutoscaling": True,
-        "autoscalerOptions": _autoscaler_options(cfg),
+        # from minReplicas, usually 0) and removes them after idleTimeoutSeconds. Kueue 0.19
+        # refuses autoscaling on a queued cluster (unless it is an elastic job, which admits
+        # scale-ups piecemeal): a queued cluster is admitted whole and keeps its size.
+        "enableInTreeAutoscaling": cfg.queue is None,
         "headGroupSpec": head_group_spec(cfg, labels),
         "workerGroupSpecs": [worker_group_spec(cfg, g, labels) for g in cfg.worker_groups],
     }
+    if cfg.queue is None:
+        spec["autoscalerOptions"] = _autoscaler_options(cfg)
+    else:
+        # Created suspended, so no pod starts before Kueue admits the whole cluster; Kueue's
+        # webhook would suspend it too, this makes it so without depending on the webhook.
+        spec["suspend"] = True
     ft = _gcs_fault_tolerance_options(cfg)
     if ft is not None:
         spec["gcsFaultToleranceOptions"] = ft
@@ -351,7 +365,7 @@ def ray_cluster(cfg: RayClusterConfig, namespace: str, team: str) -> dict[str, A
         "metadata": {
             "name": cfg.name,
             "namespace": namespace,
-            "labels": dict(labels),
+            "labels": {**labels, **queue_labels(cfg.queue)},
             "annotations": {ENABLE_SERVE_SERVICE_ANNOTATION: "true"},
         },
         "spec": spec,

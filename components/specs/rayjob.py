@@ -36,7 +36,7 @@ from components.constants import METADATA_JOB_NAME, METADATA_KIND, RAY_CLUSTER_L
 from components.specs.digest import spec_digest
 from components.specs.raycluster import (
     API_VERSION, common_labels, container_security_context, guaranteed_resources, off_gpu_nodes, pod_security_context,
-    ray_cluster,
+    queue_labels, ray_cluster,
 )
 from components.versions import RAY_IMAGE_CPU
 
@@ -102,7 +102,12 @@ def ray_job(job: JobConfig, cluster: RayClusterConfig, namespace: str, team: str
     if kr.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = kr.active_deadline_seconds
     if kr.ephemeral:
-        spec["rayClusterSpec"] = ray_cluster(ephemeral_cluster(job, cluster), namespace, team)["spec"]
+        cluster_spec = ray_cluster(ephemeral_cluster(job, cluster), namespace, team)["spec"]
+        # A queued RayJob is the one suspended (until Kueue admits it and its cluster whole); the
+        # cluster KubeRay then creates for it must start at once.
+        if cluster_spec.pop("suspend", False):
+            spec["suspend"] = True
+        spec["rayClusterSpec"] = cluster_spec
         spec["shutdownAfterJobFinishes"] = True
         spec["ttlSecondsAfterFinished"] = kr.ttl_seconds_after_finished
     else:
@@ -110,7 +115,9 @@ def ray_job(job: JobConfig, cluster: RayClusterConfig, namespace: str, team: str
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
+        # In a queued team every RayJob names the queue; Kueue leaves one on an existing cluster
+        # (clusterSelector) alone, having admitted that cluster instead (docs/queues.md).
         "metadata": {"name": f"{job.name}-{spec_digest(spec)[:RAYJOB_DIGEST_CHARS]}", "namespace": namespace,
-                     "labels": dict(labels), "annotations": dict(SKIP_AWAIT)},
+                     "labels": {**labels, **queue_labels(cluster.queue)}, "annotations": dict(SKIP_AWAIT)},
         "spec": spec,
     }

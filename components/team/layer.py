@@ -17,9 +17,11 @@ from pulumi.stack_reference import StackReferenceOutputDetails
 
 from components.config.jobs import rayservice_owners
 from components.config.model import LB_SERVICE_TYPE, RayObservability, TeamStackConfig
+from components.config.queue_model import TeamQueueConfig, local_queue_name
 from components.constants import RAY_DASHBOARD_PORT, RAY_SERVE_PORT
 from components.team.access import ClusterAccess
 from components.team.post_deploy import cluster_url, declare_jobs
+from components.team.queue import TeamQueue, TeamQueueArgs
 from components.team.ray_cluster import RayCluster, RayClusterArgs
 from components.specs.gpu_nodes import gpu_taint
 from components.specs.raycluster import head_service_name, observability_config_map, serve_service_name
@@ -31,15 +33,25 @@ class PlatformMismatch(Exception):
     """The deployed platform stack does not offer what this team stack was built against."""
 
 
-def check_platform(platform: str, outputs: dict[str, Any],
-                   observability: RayObservability = RayObservability()) -> dict[str, Any]:
+def check_platform(platform: str, outputs: dict[str, Any], observability: RayObservability = RayObservability(),
+                   queue: TeamQueueConfig | None = None) -> dict[str, Any]:
     """Fail the update when the platform stack was deployed from a different contract.
 
     The config check (components/config/team.py) compares against the platform's stack file;
     this compares against what is actually deployed: the RayCluster schema, the GPU
-    taint the tolerations are written for, and the observability pieces the team opted into.
+    taint the tolerations are written for, the observability pieces the team opted into, and
+    Kueue with the flavors and priority class the team's queue names.
     """
     problems = []
+    queues = outputs.get("queues")
+    if queue is not None and not queues:
+        problems.append("the team declares a queue (ray-platform:queue) but the platform runs no Kueue")
+    elif queue is not None:
+        missing = [f for f in queue.gpus if f not in queues.get("flavors", [])]
+        if missing:
+            problems.append(f"the team's queue has GPUs in flavors the platform does not define: {', '.join(missing)}")
+        if queue.priority_class not in queues.get("priorityClasses", {}):
+            problems.append(f"the team's priority class {queue.priority_class!r} is not one of the platform's")
     offered = outputs.get("observability") or {}
     if observability.metrics and not offered.get("prometheus"):
         problems.append("the team opted into metrics (observability.metrics) but the platform runs no Prometheus")
@@ -103,8 +115,8 @@ def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
     observability, kube_context = read("observability"), read("kubeContext")
     contract = pulumi.Output.all(
         kuberayVersion=read("kuberayVersion"), gpuTaint=read("gpuTaint"), clusterName=read("clusterName"),
-        observability=observability,
-    ).apply(lambda outputs: check_platform(cfg.platform_stack, outputs, cfg.observability))
+        observability=observability, queues=read("queues"),
+    ).apply(lambda outputs: check_platform(cfg.platform_stack, outputs, cfg.observability, cfg.queue))
     # Through the contract check: no Kubernetes object is touched on a mismatched platform.
     kubeconfig = pulumi.Output.all(contract, read("kubeconfig", required=True)).apply(lambda v: v[1])
     provider = k8s.Provider(
@@ -137,6 +149,14 @@ def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
             data=pulumi.Output.all(contract, observability).apply(
                 lambda v: observability_config_map(cfg.team.namespace, team_name, cfg.observability, v[1])["data"]),
             opts=pulumi.ResourceOptions(providers={"kubernetes": provider}, depends_on=[team.namespace])),)
+    if cfg.queue is not None:
+        # Through the contract check: a platform without Kueue fails the update before this is created.
+        queue = TeamQueue(f"{team_name}-queue", TeamQueueArgs(
+            team=cfg.team, queue=cfg.queue, local_queue=local_queue_name(team_name),
+            platform_queues=pulumi.Output.all(contract, read("queues")).apply(lambda v: v[1]),
+            prerequisites=(team.namespace,)), opts=k8s_opts)
+        # RayJobs and RayClusters name the LocalQueue; created before it they would wait unadmitted.
+        prerequisites += (queue.local_queue,)
     clusters = {
         c.name: RayCluster(
             f"{team_name}-{c.name}",

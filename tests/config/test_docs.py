@@ -30,13 +30,14 @@ PULUMI_YAML: dict[str, Any] = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
 EVERY_BRANCH: list[dict[str, Any]] = [
     {"layer": "platform", "cluster": {"provider": "eks", "systemNodes": {}}, "network": {}, "gpuPools": [{}],
      "addons": {}, "kuberay": {},
-     "observability": {"prometheus": {}, "grafana": {}, "dcgmExporter": {}, "logShipping": {}}, "sources": {}},
+     "observability": {"prometheus": {}, "grafana": {}, "dcgmExporter": {}, "logShipping": {}}, "sources": {},
+     "queues": {"cohorts": [{}], "priorityClasses": {}}},
     {"layer": "platform", "cluster": {"provider": "existing"}, "gpuPools": [{}]},
     {"layer": "team", "team": {"quota": {}, "limitRange": {}},
      "rayClusters": [{"head": {}, "workerGroups": [{}], "gcsFaultTolerance": {}, "autoscaler": {}}],
      "jobs": [{"kind": "train", "resources": {}, "submission": "kuberay", "kuberay": {}},
               {"kind": "serve", "submission": "kuberay", "kuberay": {}}],
-     "dashboard": {}, "observability": {}},
+     "dashboard": {}, "observability": {}, "queue": {"cpu": {}, "memory": {}, "gpus": {"<pool>": {}}}},
 ]
 
 
