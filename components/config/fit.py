@@ -61,9 +61,9 @@ def _log_shipper(cluster: RayClusterConfig) -> tuple[ContainerSize, ...]:
 
 
 def head_pod_containers(cluster: RayClusterConfig) -> tuple[ContainerSize, ...]:
-    """The head pod: Ray (no GPU: no tasks run there), the autoscaler sidecar unless the cluster is
-    queued (Kueue admits it at a fixed size), the log shipper if any."""
-    autoscaler = () if cluster.queue is not None else (
+    """The head pod: Ray (no GPU: no tasks run there), the autoscaler sidecar unless Kueue admits
+    the cluster at a fixed size, the log shipper if any."""
+    autoscaler = () if cluster.queue is not None and not cluster.queue.elastic else (
         ContainerSize(AUTOSCALER_CONTAINER, cluster.autoscaler_cpu, cluster.autoscaler_memory),)
     return (ContainerSize(RAY_HEAD_CONTAINER, cluster.head.cpu, cluster.head.memory), *autoscaler,
             *_log_shipper(cluster))
@@ -120,13 +120,15 @@ def ephemeral_cluster(job: JobConfig, base: RayClusterConfig) -> RayClusterConfi
 
     Without GCS fault tolerance: a cluster that lives for one job has no state worth keeping
     across a head restart, and it would only add load on the long-lived cluster's Redis.
+    A queued one is admitted at a fixed size (Queueing.elastic).
     """
     caps = job.kuberay.worker_groups if isinstance(job.kuberay, KubeRayJobConfig) else {}
     groups = tuple(
         replace(g, max_replicas=caps[g.name], min_replicas=min(g.min_replicas, caps[g.name]),
                 replicas=min(g.replicas, caps[g.name])) if caps else g
         for g in base.worker_groups if not caps or g.name in caps)
-    return replace(base, worker_groups=groups, gcs_fault_tolerance=None)
+    queue = replace(base.queue, elastic=False) if base.queue is not None else None
+    return replace(base, worker_groups=groups, gcs_fault_tolerance=None, queue=queue)
 
 
 def kuberay_demand(jobs: tuple[JobConfig, ...], clusters: tuple[RayClusterConfig, ...]) -> Demand:

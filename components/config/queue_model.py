@@ -69,3 +69,7 @@ class Queueing:
 
     local_queue: str
     priority_class: str
+    # A long-lived RayCluster is an elastic job: Kueue admits it whole at its initial size and each
+    # scale-up of the Ray autoscaler as one more slice. An ephemeral RayJob's cluster is not: it is
+    # admitted whole at its maxReplicas, without the autoscaler (Kueue refuses autoscaling otherwise).
+    elastic: bool = True

@@ -7,14 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from components.config.fit import head_pod_containers, quantity_value, worker_pod_containers
-from components.config.model import DNS1123, DNS_LABEL_MAX, GpuPoolConfig, PlatformConfig, RayClusterConfig, TeamConfig
+from components.config.fit import ephemeral_cluster, head_pod_containers, quantity_value, worker_pod_containers
+from components.config.model import (
+    DNS1123, DNS_LABEL_MAX, GpuPoolConfig, JobConfig, KubeRayJobConfig, PlatformConfig, RayClusterConfig, TeamConfig,
+)
 from components.config.queue_model import CPU_FLAVOR, CohortConfig, QueueQuota, QueuesConfig, TeamQueueConfig
 from components.config.reader import MISSING, Node, Problems, check_dns, check_unique, ns
 
-# Kueue turns a RayCluster into one PodSet per group, head included, and admits at most 8
+# Kueue turns a RayCluster into one PodSet per group, head included, and admits at most 18
 # (jobframework.MaxPodSets); it reserves the PodSet name "head" for the head group.
-MAX_POD_SETS = 8
+MAX_POD_SETS = 18
 HEAD_POD_SET = "head"
 # WorkloadPriorityClass values are int32.
 PRIORITY_MAX = 2**31 - 1
@@ -168,8 +170,8 @@ def _check_ceiling(p: Problems, path: str, what: str, nominal: float, borrow: fl
               f"admissions would have their pods refused")
 
 
-def check_team_queue(p: Problems, team: TeamConfig, queue: TeamQueueConfig,
-                     clusters: tuple[RayClusterConfig, ...], platform: PlatformConfig | None) -> None:
+def check_team_queue(p: Problems, team: TeamConfig, queue: TeamQueueConfig, clusters: tuple[RayClusterConfig, ...],
+                     jobs: tuple[JobConfig, ...], platform: PlatformConfig | None) -> None:
     """Every check of a team's queue: against its ResourceQuota always, against the platform's
     Kueue, pools and cohorts when the platform stack file is at hand."""
     path = ns("queue")
@@ -229,11 +231,18 @@ def check_team_queue(p: Problems, team: TeamConfig, queue: TeamQueueConfig,
     for i, c in enumerate(clusters):
         if c.queue is not None:
             _check_admissible(p, f"{ns('rayClusters')}[{i}]", c, most, queue)
+    by_name = {c.name: c for c in clusters}
+    for i, job in enumerate(jobs):
+        base = by_name.get(job.cluster)
+        if isinstance(job.kuberay, KubeRayJobConfig) and job.kuberay.ephemeral and base is not None \
+                and base.queue is not None:
+            _check_admissible(p, f"{ns('jobs')}[{i}]", ephemeral_cluster(job, base), most, queue)
 
 
 def _check_admissible(p: Problems, path: str, cluster: RayClusterConfig, most: _Admissible,
                       queue: TeamQueueConfig) -> None:
-    """Kueue admits a queued cluster whole, at full size, or never: say so with numbers."""
+    """Kueue admits a queued cluster whole (at maxReplicas, or an elastic one at its initial
+    replicas), or never: say so with numbers."""
     if len(cluster.worker_groups) + 1 > MAX_POD_SETS:
         p.bad(f"{path}.workerGroups", len(cluster.worker_groups),
               f"Kueue admits at most {MAX_POD_SETS} pod sets: the head and {MAX_POD_SETS - 1} worker groups")
@@ -243,13 +252,16 @@ def _check_admissible(p: Problems, path: str, cluster: RayClusterConfig, most: _
     cpu = sum(quantity_value(s.cpu) for s in head_pod_containers(cluster))
     memory = sum(quantity_value(s.memory) for s in head_pod_containers(cluster))
     by_pool: dict[str | None, float] = {}
+    elastic = cluster.queue is not None and cluster.queue.elastic
     for g in cluster.worker_groups:
         pods = worker_pod_containers(cluster, g)
-        cpu += g.max_replicas * sum(quantity_value(s.cpu) for s in pods)
-        memory += g.max_replicas * sum(quantity_value(s.memory) for s in pods)
-        if g.gpus:
-            by_pool[g.gpu_pool] = by_pool.get(g.gpu_pool, 0.0) + g.max_replicas * sum(s.gpus for s in pods)
-    never = "can never be admitted: Kueue admits a queued cluster whole, at its maxReplicas"
+        count = g.replicas if elastic else g.max_replicas
+        cpu += count * sum(quantity_value(s.cpu) for s in pods)
+        memory += count * sum(quantity_value(s.memory) for s in pods)
+        if g.gpus and count:
+            by_pool[g.gpu_pool] = by_pool.get(g.gpu_pool, 0.0) + count * sum(s.gpus for s in pods)
+    never = (f"can never be admitted: Kueue admits it whole, at its "
+             f"{'initial replicas (an elastic job)' if elastic else 'maxReplicas'}")
     gib = 2**30
     if cpu > most.cpu + 1e-9:
         p.bad(path, cluster.name, f"{never}, which needs {cpu:g} CPUs, and the team's queue can admit at most "
@@ -266,6 +278,6 @@ def _check_admissible(p: Problems, path: str, cluster: RayClusterConfig, most: _
                                       f"can admit at most {most.gpus[pool]:g} there (nominal, what it may borrow, "
                                       f"and the pool's size)")
     total = sum(by_pool.values())
-    if total and total > sum(most.gpus.values()) + 1e-9:
+    if None in by_pool and total > sum(most.gpus.values()) + 1e-9:
         p.bad(path, cluster.name, f"{never}, which needs {total:g} GPUs, and the team's queue can admit at most "
                                   f"{sum(most.gpus.values()):g} across its pools")

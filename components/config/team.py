@@ -258,7 +258,7 @@ def parse_team_stack(p: Problems, root: Node, stack: str, environment: str | Non
             _check_against_platform(p, team, clusters, platform)
             _check_observability_against_platform(p, observability, platform)
     if queue is not None and team is not None:
-        check_team_queue(p, team, queue, clusters, platform)
+        check_team_queue(p, team, queue, clusters, jobs, platform)
     if team is None or platform_stack is None or not clusters:
         return None
     return TeamStackConfig(stack=stack, environment=environment or "", platform_stack=platform_stack,

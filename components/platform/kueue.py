@@ -9,6 +9,7 @@ Kueue's admission webhooks check them, and they answer only once the controller 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -18,6 +19,14 @@ from components.config.queue_model import QueuesConfig
 from components.platform.helm import pinned_release
 from components.specs.kueue import chart_values, platform_queue_objects
 from components.versions import KUEUE_CHART, KUEUE_CHART_REPO, KUEUE_CHART_VERSION, KUEUE_VERSION
+
+
+class _KueueObject(pulumi.CustomResource):
+    """One Kueue object as built, whole: a WorkloadPriorityClass keeps its fields (`value`,
+    `description`) beside `metadata`, where k8s.apiextensions.CustomResource (spec only) cannot."""
+
+    def __init__(self, name: str, obj: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
+        super().__init__(f"kubernetes:{obj['apiVersion']}:{obj['kind']}", name, dict(obj), opts)
 
 
 @dataclass(frozen=True)
@@ -41,10 +50,5 @@ class Kueue(pulumi.ComponentResource):
             values=chart_values(args.config, args.node_selector), parent=self, depends_on=list(args.after))
         after = pulumi.ResourceOptions(parent=self, depends_on=[self.release])
         for obj in platform_queue_objects(args.config, args.gpu_pools):
-            k8s.apiextensions.CustomResource(
-                f"{name}-{obj['kind'].lower()}-{obj['metadata']['name']}", api_version=obj["apiVersion"],
-                kind=obj["kind"], metadata=obj["metadata"],
-                **({"spec": obj["spec"]} if "spec" in obj else {"value": obj["value"],
-                                                                "description": obj["description"]}),
-                opts=after)
+            _KueueObject(f"{name}-{obj['kind'].lower()}-{obj['metadata']['name']}", obj, after)
         self.register_outputs({"version": KUEUE_VERSION, "namespace": args.config.namespace})

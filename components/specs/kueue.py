@@ -128,14 +128,22 @@ def cluster_queue_name(team: TeamConfig) -> str:
     return team.namespace
 
 
+def _quantity(value: float) -> str:
+    """A derived amount as Kubernetes writes it: whole units, else Gi/Mi of bytes, else millis."""
+    for unit, scale in (("Gi", 2**30), ("Mi", 2**20)):
+        if value >= scale and value % scale == 0:
+            return f"{int(value // scale)}{unit}"
+    return f"{int(value)}" if value == int(value) else f"{round(value * 1000)}m"
+
+
 def _resource(name: str, quota: QueueQuota, cohort_name: str | None, ceiling: float,
               nominal_total: float) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name, "nominalQuota": quota.nominal}
     if cohort_name is None:
         return out
     # Borrowing never past the team's ResourceQuota, which would refuse the pods of what Kueue admits.
-    borrow = borrowing_ceiling(quota, ceiling, nominal_total)
-    out["borrowingLimit"] = quota.borrowing_limit if quota.borrowing_limit is not None else f"{borrow:g}"
+    out["borrowingLimit"] = (quota.borrowing_limit if quota.borrowing_limit is not None
+                             else _quantity(borrowing_ceiling(quota, ceiling, nominal_total)))
     if quota.lending_limit is not None:
         out["lendingLimit"] = quota.lending_limit
     return out

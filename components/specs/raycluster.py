@@ -26,12 +26,12 @@ from components.config.fit import (
     container_size, head_pod_containers, quantity_value, worker_pod_containers,
 )
 from components.config.model import LB_SERVICE_TYPE, RayClusterConfig, RayObservability, WorkerGroupConfig
-from components.config.queue_model import Queueing
 from components.constants import (
-    GPU_NODE_LABEL, GPU_RESOURCE, PART_OF_LABEL, PRIORITY_CLASS_LABEL, PROJECT, QUEUE_NAME_LABEL, RAY_CLIENT_PORT,
-    RAY_DASHBOARD_PORT, RAY_GCS_PORT, RAY_METRICS_PORT, RAY_SERVE_PORT, TEAM_LABEL,
+    GPU_NODE_LABEL, GPU_RESOURCE, PART_OF_LABEL, PROJECT, RAY_CLIENT_PORT, RAY_DASHBOARD_PORT, RAY_GCS_PORT,
+    RAY_METRICS_PORT, RAY_SERVE_PORT, TEAM_LABEL,
 )
 from components.specs.gpu_nodes import gpu_toleration, pool_node_selector
+from components.specs.queueing import ELASTIC_JOB_ANNOTATION, fixed_size, queue_labels
 from components.versions import RAY_IMAGE_CPU, RAY_IMAGE_GPU, RAY_VERSION
 
 API_VERSION = "ray.io/v1"
@@ -112,11 +112,6 @@ def common_labels(team: str) -> dict[str, str]:
     return {TEAM_LABEL: team, PART_OF_LABEL: PROJECT}
 
 
-def queue_labels(queue: Queueing | None) -> dict[str, str]:
-    """What puts a RayCluster or RayJob into Kueue's hands: its LocalQueue and priority class."""
-    if queue is None:
-        return {}
-    return {QUEUE_NAME_LABEL: queue.local_queue, PRIORITY_CLASS_LABEL: queue.priority_class}
 
 
 # --------------------------------------------------------------------------- pod parts
@@ -278,12 +273,12 @@ def worker_group_spec(cfg: RayClusterConfig, group: WorkerGroupConfig, labels: d
     # Ray workers never call the Kubernetes API; only the head's autoscaler does.
     template["spec"]["automountServiceAccountToken"] = False
     _ship_logs(template, containers)
-    # A queued cluster runs whole at its maxReplicas: Kueue admits a fixed shape, all or nothing.
-    replicas = group.max_replicas if cfg.queue is not None else group.replicas
+    # Admitted at a fixed size (an ephemeral RayJob's queued cluster): all of maxReplicas or nothing.
+    fixed = fixed_size(cfg)
     return {
         "groupName": group.name,
-        "replicas": replicas,
-        "minReplicas": group.max_replicas if cfg.queue is not None else group.min_replicas,
+        "replicas": group.max_replicas if fixed else group.replicas,
+        "minReplicas": group.max_replicas if fixed else group.min_replicas,
         "maxReplicas": group.max_replicas,
         "rayStartParams": _ray_start_params(group.gpus, group.shm_size),
         "template": template,
@@ -341,19 +336,21 @@ def ray_cluster(cfg: RayClusterConfig, namespace: str, team: str) -> dict[str, A
     spec: dict[str, Any] = {
         "rayVersion": RAY_VERSION,
         # The Ray autoscaler adds workers when tasks ask for resources (GPU groups scale up
-        # from minReplicas, usually 0) and removes them after idleTimeoutSeconds. Kueue 0.19
-        # refuses autoscaling on a queued cluster (unless it is an elastic job, which admits
-        # scale-ups piecemeal): a queued cluster is admitted whole and keeps its size.
-        "enableInTreeAutoscaling": cfg.queue is None,
+        # from minReplicas, usually 0) and removes them after idleTimeoutSeconds. Kueue refuses
+        # it on a queued cluster unless the cluster is an elastic job (Queueing.elastic).
+        "enableInTreeAutoscaling": not fixed_size(cfg),
         "headGroupSpec": head_group_spec(cfg, labels),
         "workerGroupSpecs": [worker_group_spec(cfg, g, labels) for g in cfg.worker_groups],
     }
-    if cfg.queue is None:
+    if not fixed_size(cfg):
         spec["autoscalerOptions"] = _autoscaler_options(cfg)
-    else:
+    annotations = {ENABLE_SERVE_SERVICE_ANNOTATION: "true"}
+    if cfg.queue is not None:
         # Created suspended, so no pod starts before Kueue admits the whole cluster; Kueue's
         # webhook would suspend it too, this makes it so without depending on the webhook.
         spec["suspend"] = True
+        if cfg.queue.elastic:
+            annotations[ELASTIC_JOB_ANNOTATION] = "true"
     ft = _gcs_fault_tolerance_options(cfg)
     if ft is not None:
         spec["gcsFaultToleranceOptions"] = ft
@@ -366,7 +363,7 @@ def ray_cluster(cfg: RayClusterConfig, namespace: str, team: str) -> dict[str, A
             "name": cfg.name,
             "namespace": namespace,
             "labels": {**labels, **queue_labels(cfg.queue)},
-            "annotations": {ENABLE_SERVE_SERVICE_ANNOTATION: "true"},
+            "annotations": annotations,
         },
         "spec": spec,
     }

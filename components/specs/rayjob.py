@@ -36,8 +36,9 @@ from components.constants import METADATA_JOB_NAME, METADATA_KIND, RAY_CLUSTER_L
 from components.specs.digest import spec_digest
 from components.specs.raycluster import (
     API_VERSION, common_labels, container_security_context, guaranteed_resources, off_gpu_nodes, pod_security_context,
-    queue_labels, ray_cluster,
+    ray_cluster,
 )
+from components.specs.queueing import queue_labels
 from components.versions import RAY_IMAGE_CPU
 
 KIND = "RayJob"

@@ -24,7 +24,7 @@ RAY_CLUSTER_TYPE = "kubernetes:ray.io/v1:RayCluster"
 # Kinds a team stack may create; anything cluster-scoped besides its Namespace would reach
 # beyond the team.
 TEAM_KINDS = {"Namespace", "ResourceQuota", "LimitRange", "Role", "RoleBinding", "NetworkPolicy", "Secret", "ConfigMap",
-              "PersistentVolumeClaim", "RayCluster", "RayJob", "RayService"}
+              "PersistentVolumeClaim", "RayCluster", "RayJob", "RayService", "LocalQueue"}
 
 
 def platform_outputs(path: Path) -> dict[str, Any]:
@@ -76,6 +76,11 @@ def test_every_object_validates_strictly(path: Path) -> None:
 def test_the_stack_touches_only_its_own_namespace(path: Path) -> None:
     namespace = config_of(path).team.namespace
     for obj in manifests(path):
+        if obj["kind"] == "ClusterQueue":
+            # Cluster-scoped, but the team's own: named after its namespace and usable from it only.
+            assert obj["metadata"]["name"] == namespace
+            assert obj["spec"]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+            continue
         assert obj["kind"] in TEAM_KINDS, obj["kind"]
         if obj["kind"] == "Namespace":
             assert obj["metadata"]["name"] == namespace
