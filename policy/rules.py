@@ -11,8 +11,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from components.constants import (
-    EKS_TAINT_EFFECT, ENVIRONMENT_TAG, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, RAY_CLIENT_PORT, RAY_DASHBOARD_PORT,
-    RAY_GCS_PORT, RAY_SERVE_PORT, TEAM_LABEL,
+    EKS_TAINT_EFFECT, ENVIRONMENT_TAG, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, KUEUE_GROUP, QUEUE_NAME_LABEL,
+    RAY_CLIENT_PORT, RAY_DASHBOARD_PORT, RAY_GCS_PORT, RAY_GROUP, RAY_SERVE_PORT, TEAM_LABEL,
 )
 
 Props = Mapping[str, Any]
@@ -213,6 +213,33 @@ def team_namespaces_have_quota(resources: list[Resource]) -> list[str]:
     return [f"team namespace {ns} has no ResourceQuota" for ns in sorted(teams - quotas)]
 
 
+def _kind(type_: str, group: str, kind: str) -> bool:
+    """`kubernetes:<group>/<version>:<kind>` of any served version."""
+    return type_.startswith(f"kubernetes:{group}/") and type_.endswith(f":{kind}")
+
+
+def queued_namespaces_name_queues(resources: list[Resource]) -> list[str]:
+    """In a namespace with a Kueue LocalQueue, every RayJob and RayCluster names one of its queues."""
+    queues: dict[str, set[str]] = {}
+    for t, p in resources:
+        if _kind(t, KUEUE_GROUP, "LocalQueue"):
+            queues.setdefault(str((p.get("metadata") or {}).get("namespace")), set()).add(_name(p))
+    problems = []
+    for t, p in resources:
+        if not (_kind(t, RAY_GROUP, "RayJob") or _kind(t, RAY_GROUP, "RayCluster")):
+            continue
+        meta = p.get("metadata") or {}
+        namespace = str(meta.get("namespace"))
+        if namespace not in queues:
+            continue
+        named = (meta.get("labels") or {}).get(QUEUE_NAME_LABEL)
+        if named not in queues[namespace]:
+            problems.append(f"{t.rsplit(':', 1)[-1]} {_name(p)} in queued namespace {namespace} names "
+                            f"{'no queue' if named is None else f'queue {named!r}'}; its LocalQueues: "
+                            f"{', '.join(sorted(queues[namespace]))} (label {QUEUE_NAME_LABEL})")
+    return problems
+
+
 # --------------------------------------------------------------------------- advisory (cost)
 
 
@@ -245,7 +272,8 @@ RESOURCE_RULES = {
     "imdsv2-required": imdsv2_required,
     "ray-image-matches-ray-version": ray_image_matches_version,
 }
-STACK_RULES = {"team-namespaces-have-quota": team_namespaces_have_quota}
+STACK_RULES = {"team-namespaces-have-quota": team_namespaces_have_quota,
+               "queued-namespaces-name-queues": queued_namespaces_name_queues}
 ADVISORY_STACK_RULES = {"cost-spot-share": spot_share, "cost-max-gpu-nodes": max_gpu_nodes}
 
 

@@ -97,6 +97,23 @@ def test_team_namespace_without_quota_is_refused() -> None:
     assert rules.team_namespaces_have_quota([ns, quota]) == []
 
 
+def test_in_a_queued_namespace_every_rayjob_and_raycluster_names_a_queue() -> None:
+    local_queue = ("kubernetes:kueue.x-k8s.io/v1beta2:LocalQueue", {"metadata": {"name": "a", "namespace": "team-a"}})
+
+    def ray(kind: str, namespace: str, queue: str | None) -> rules.Resource:
+        labels = {} if queue is None else {"kueue.x-k8s.io/queue-name": queue}
+        return f"kubernetes:ray.io/v1:{kind}", {"metadata": {"name": "x", "namespace": namespace, "labels": labels}}
+
+    named = [ray("RayJob", "team-a", "a"), ray("RayCluster", "team-a", "a")]
+    assert rules.queued_namespaces_name_queues([local_queue, *named]) == []
+    assert rules.queued_namespaces_name_queues([local_queue, ray("RayJob", "team-a", None)]) == [
+        "RayJob x in queued namespace team-a names no queue; its LocalQueues: a (label kueue.x-k8s.io/queue-name)"]
+    assert rules.queued_namespaces_name_queues([local_queue, ray("RayCluster", "team-a", "b")])
+    # A namespace without a LocalQueue is not queued; a RayService is never queued.
+    assert rules.queued_namespaces_name_queues([local_queue, ray("RayCluster", "team-b", None),
+                                                ray("RayService", "team-a", None)]) == []
+
+
 def test_cost_advisories() -> None:
     def pool(capacity: str, max_size: int) -> rules.Resource:
         return NODE_GROUP, {"taints": [GPU_TAINT], "capacityType": capacity, "scalingConfig": {"maxSize": max_size}}

@@ -12,6 +12,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 import tools.render as render
 from components.config.model import RayObservability
+from components.config.queue_model import QueueQuota, TeamQueueConfig
 from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
 from components.team.layer import PlatformMismatch, check_platform, platform_output
 from components.versions import KUBERAY_VERSION
@@ -37,6 +38,21 @@ def test_the_deployed_platform_must_offer_what_the_team_opted_into() -> None:
         check_platform("org/p/prod", {**good, "observability": {"prometheus": None, "logShipping": None}}, wanted)
     offered = rendered(render.STACKS_DIR / "Pulumi.prod.yaml").outputs["observability"]
     assert check_platform("org/p/prod", {**good, "observability": offered}, wanted)["clusterName"] == "c"
+
+
+def test_a_queued_team_needs_the_platform_s_kueue_flavors_and_priority_class() -> None:
+    good = {"kuberayVersion": KUBERAY_VERSION,
+            "gpuTaint": {"key": GPU_TAINT_KEY, "value": "true", "effect": GPU_TAINT_EFFECT}, "clusterName": "c"}
+    queue = TeamQueueConfig(cpu=QueueQuota("8"), memory=QueueQuota("8Gi"), gpus={"a10g": QueueQuota("1")})
+    with pytest.raises(PlatformMismatch, match="declares a queue .* runs no Kueue"):
+        check_platform("org/p/prod", {**good, "queues": None}, RayObservability(), queue)
+    offered = {"flavors": ["cpu", "h100"], "priorityClasses": {"production": 1000}}
+    with pytest.raises(PlatformMismatch, match="flavors the platform does not define: a10g.*'batch' is not one"):
+        check_platform("org/p/prod", {**good, "queues": offered}, RayObservability(), queue)
+    queues = rendered(render.STACKS_DIR / "Pulumi.prod.yaml").outputs["queues"]
+    assert check_platform("org/p/prod", {**good, "queues": queues}, RayObservability(),
+                          TeamQueueConfig(cpu=QueueQuota("8"), memory=QueueQuota("8Gi"),
+                                          gpus={"g6e-spot": QueueQuota("1")}))["clusterName"] == "c"
 
 
 class _PlatformReference(pulumi.runtime.Mocks):
