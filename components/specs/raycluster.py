@@ -345,12 +345,11 @@ def ray_cluster(cfg: RayClusterConfig, namespace: str, team: str) -> dict[str, A
     if not fixed_size(cfg):
         spec["autoscalerOptions"] = _autoscaler_options(cfg)
     annotations = {ENABLE_SERVE_SERVICE_ANNOTATION: "true"}
-    if cfg.queue is not None:
-        # Created suspended, so no pod starts before Kueue admits the whole cluster; Kueue's
-        # webhook would suspend it too, this makes it so without depending on the webhook.
-        spec["suspend"] = True
-        if cfg.queue.elastic:
-            annotations[ELASTIC_JOB_ANNOTATION] = "true"
+    # Not `suspend: true` here: Kueue's admission webhook suspends a queued RayCluster as it is
+    # created (and refuses the create when it cannot), then unsuspends it on admission; a spec that
+    # said `suspend: true` would re-suspend the admitted cluster on every later update.
+    if cfg.queue is not None and cfg.queue.elastic:
+        annotations[ELASTIC_JOB_ANNOTATION] = "true"
     ft = _gcs_fault_tolerance_options(cfg)
     if ft is not None:
         spec["gcsFaultToleranceOptions"] = ft

@@ -103,12 +103,11 @@ def ray_job(job: JobConfig, cluster: RayClusterConfig, namespace: str, team: str
     if kr.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = kr.active_deadline_seconds
     if kr.ephemeral:
-        cluster_spec = ray_cluster(ephemeral_cluster(job, cluster), namespace, team)["spec"]
-        # A queued RayJob is the one suspended (until Kueue admits it and its cluster whole); the
-        # cluster KubeRay then creates for it must start at once.
-        if cluster_spec.pop("suspend", False):
+        spec["rayClusterSpec"] = ray_cluster(ephemeral_cluster(job, cluster), namespace, team)["spec"]
+        if cluster.queue is not None:
+            # Created suspended: nothing starts until Kueue admits the job and its cluster whole. Safe
+            # to state, unlike on a RayCluster: a RayJob's spec never changes (the digest in its name).
             spec["suspend"] = True
-        spec["rayClusterSpec"] = cluster_spec
         spec["shutdownAfterJobFinishes"] = True
         spec["ttlSecondsAfterFinished"] = kr.ttl_seconds_after_finished
     else:

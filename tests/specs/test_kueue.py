@@ -113,12 +113,13 @@ def test_outside_a_cohort_the_cluster_queue_has_its_nominal_only() -> None:
     assert K.local_queue(TEAM, "vision")["spec"] == {"clusterQueue": "team-vision"}
 
 
-def test_a_queued_long_lived_cluster_is_suspended_elastic_and_keeps_its_autoscaler() -> None:
+def test_a_queued_long_lived_cluster_is_elastic_and_keeps_its_autoscaler() -> None:
     obj = ray_cluster(CLUSTER, "team-vision", "vision")
     labels, spec = obj["metadata"]["labels"], obj["spec"]
     assert labels[QUEUE_NAME_LABEL] == "vision" and labels[PRIORITY_CLASS_LABEL] == "batch"
     assert obj["metadata"]["annotations"][ELASTIC_JOB_ANNOTATION] == "true"
-    assert spec["suspend"] is True and spec["enableInTreeAutoscaling"] is True and "autoscalerOptions" in spec
+    # Kueue's webhook suspends it at creation; the spec must not, or every update would re-suspend it.
+    assert "suspend" not in spec and spec["enableInTreeAutoscaling"] is True and "autoscalerOptions" in spec
     assert spec["workerGroupSpecs"][0]["replicas"] == 1
     assert validate_object(obj, DEFAULT_EKS_VERSION) == []
 
