@@ -15,14 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import hook, infer, local_mode, program_eval, serve, train
+from bench import by_hand, deploy, hook, infer, local_mode, program_eval, scale, serve, train
 from bench.cluster import BenchCluster
 from bench.config import SECTIONS, BenchConfig
 from bench.stats import Figure, machine, notes, table
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "bench" / "results.json"
-RAY_SECTIONS = ("hook", "train", "infer", "serve")
+RAY_SECTIONS = ("hook", "jobs", "train", "infer", "serve")
 # The model infer and serve score with, trained once by the plain loop.
 MODEL_NAME = "bench-digits"
 
@@ -63,7 +63,7 @@ class Run:
 
 
 def ray_sections(run: Run, cfg: BenchConfig, selected: list[str]) -> None:
-    """hook, train, infer and serve share one head; serve goes last because replicas keep their CPUs."""
+    """hook, jobs, train, infer and serve share one head; serve goes last because replicas keep their CPUs."""
     try:
         cluster = BenchCluster()
     except Exception as exc:  # noqa: BLE001 - every Ray section is then reported as failed
@@ -79,6 +79,7 @@ def ray_sections(run: Run, cfg: BenchConfig, selected: list[str]) -> None:
 
     measures: dict[str, Callable[[], list[Figure]]] = {
         "hook": lambda: hook.run(cfg, cluster),
+        "jobs": lambda: by_hand.run(cfg, cluster, model()),
         "train": lambda: train.run(cfg, cluster),
         "infer": lambda: infer.run(cfg, cluster, model()),
         "serve": lambda: serve.run(cfg, cluster, model()),
@@ -110,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         ray_sections(run, cfg, in_ray)
     if "local-mode" in selected:
         run.section("local-mode", lambda: local_mode.run(cfg, args.out.parent))
+    # On the e2e control plane (docs/e2e.md): a running `make e2e-up` is reused, else started and stopped.
+    if "deploy" in selected:
+        run.section("deploy", lambda: deploy.run(cfg))
+    if "scale" in selected:
+        run.section("scale", lambda: scale.run(cfg))
     after = machine()
     print(f"\n== results ({before['logical_cores']} cores; load average {before['load_average']} before, "
           f"{after['load_average']} after; {time.monotonic() - started:.0f} s) ==")

@@ -4,9 +4,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-SECTIONS = ("program-eval", "hook", "train", "infer", "serve", "local-mode")
+SECTIONS = ("program-eval", "hook", "jobs", "train", "infer", "serve", "local-mode", "deploy", "scale")
 # Sized so that a full run takes about ten minutes on a 2-CPU machine.
-FULL_REPEATS = {"program-eval": 3, "hook": 7, "train": 2, "infer": 2, "serve": 3, "local-mode": 1}
+FULL_REPEATS = {"program-eval": 3, "hook": 7, "jobs": 3, "train": 2, "infer": 2, "serve": 3, "local-mode": 1,
+                "deploy": 3, "scale": 1}
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,15 @@ class BenchConfig:
     eval_stacks: tuple[str, ...] | None = None
     # local-mode: None runs every job of the demo-local stack, as `make local` does.
     local_job: str | None = None
+    # scale: team stacks deployed one after another; figures for the stacks up to each N.
+    scale_sizes: tuple[int, ...] = (1, 10, 50)
 
     @classmethod
     def quick(cls) -> BenchConfig:
         """One repeat of each and small sizes: checks that everything runs, numbers are rough."""
         return cls(repeats={s: 1 for s in SECTIONS}, train_epochs=3, infer_repeat=20, serve_requests=200, eval_org_repeats=1,
-                   serve_max_seconds=3.0, eval_sizes=(1, 5, 10), eval_stacks=("prod",), local_job="core-stats")
+                   serve_max_seconds=3.0, eval_sizes=(1, 5, 10), eval_stacks=("prod",), local_job="core-stats",
+                   scale_sizes=(1, 3))
 
     def with_repeats(self, repeats: int) -> BenchConfig:
         return dataclasses.replace(self, repeats={s: repeats for s in SECTIONS}, eval_org_repeats=repeats)
