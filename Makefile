@@ -12,9 +12,10 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make local [ARGS='...']  start an embedded Ray cluster and run the demo-local jobs end to end"
-	@echo "                  ARGS: --state-dir DIR --storage-path PATH --serve-port N (0: free port) for a second,"
+	@echo "                  ARGS: --config <stack file> runs any team stack's jobs (a team's own code);"
+	@echo "                  --state-dir DIR --storage-path PATH --serve-port N (0: free port) for a second,"
 	@echo "                  isolated cluster (venv/bin/python -m tools.local up -h)"
-	@echo "make run JOB=<name> [ARGS='...']  run one job of the demo-local stack on the local cluster (ARGS as above)"
+	@echo "make run JOB=<name> [ARGS='...']  run one job of the demo-local stack (or --config's) on the local cluster"
 	@echo "make local-down [ARGS='--state-dir DIR']  stop the local Ray cluster"
 	@echo "make test         run the whole test suite"
 	@echo "make render STACK=<name> [CONFIG=<path>]  render a stack offline into build/render/<stack>/"

@@ -20,7 +20,7 @@ from typing import Any, Self
 import psutil
 
 from components.clients.ray_dashboard import JobClient
-from components.clients.ray_jobs import RayJobArgs, jobs_code_hash, ray_job_args
+from components.clients.ray_jobs import RayJobArgs, ray_job_args
 from components.config.model import JobConfig
 # The one Pulumi import of the bench: the hook section measures the dynamic provider itself.
 from components.hooks.ray_job import RayJobProvider, props_of
@@ -44,7 +44,6 @@ class BenchCluster:
         self.storage_path = str(self.work_dir / "storage")
         self.head: LocalRay = start_head(self.work_dir / "ray", num_cpus=2)
         self.client = JobClient(self.head.dashboard_url)
-        self.code_hash = jobs_code_hash()
         self.demo_jobs: dict[str, JobConfig] = {job.kind: job for job in load_team_stack(DEMO_STACK).jobs}
 
     def close(self) -> None:
@@ -58,7 +57,7 @@ class BenchCluster:
         job = dataclasses.replace(base, name=fresh_name(f"bench-{kind}"), settings={**base.settings, **settings},
                                   runtime_env={**base.runtime_env, **(runtime_env or {})})
         return ray_job_args(job, dashboard_url=self.head.dashboard_url, serve_endpoint_base=serve_endpoint_base,
-                            auth_token=None, code_hash=self.code_hash, team="bench")
+                            auth_token=None, team="bench")
 
     def run(self, args: RayJobArgs[Any]) -> dict[str, Any]:
         """RayJobProvider.create, exactly as `pulumi up` calls it; returns the outputs."""

@@ -177,7 +177,8 @@ def test_the_pure_layers_and_the_monitor_load_without_pulumi() -> None:
     assert pulumi_loaded_by(LOADS_WITHOUT_PULUMI) == []
 
 
-JOBS = modules("jobs")
+# The built-in jobs, what the platform ships beside a team's code, and the example team's repository.
+JOBS = [p for folder in ("jobs", "launcher", "examples") for p in modules(folder)]
 
 
 @pytest.mark.parametrize("path", JOBS, ids=ids(JOBS))
@@ -201,7 +202,7 @@ def test_imports_flow_one_way_between_layers(path: Path) -> None:
     assert not wrong, f"{name} ({layer(name)}) may import only {sorted(allowed)}"
 
 
-OUTSIDE = [p for folder in ("jobs", "policy") for p in modules(folder)]
+OUTSIDE = [p for folder in ("jobs", "launcher", "examples", "policy") for p in modules(folder)]
 
 
 @pytest.mark.parametrize("path", OUTSIDE, ids=ids(OUTSIDE))

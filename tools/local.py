@@ -34,7 +34,7 @@ from typing import Any
 import requests
 
 from components.clients.ray_dashboard import JobClient
-from components.clients.ray_jobs import RayJobArgs, jobs_code_hash, ray_job_args
+from components.clients.ray_jobs import RayJobArgs, ray_job_args
 from components.config.model import ConfigError, JobConfig, TeamStackConfig
 from components.config.stack_files import parse_stack_file, platform_lookup_from_dir, stack_file
 from components.constants import METADATA_JOB_NAME
@@ -103,9 +103,14 @@ def with_overrides(cfg: TeamStackConfig, storage_path: str | None = None,
     return dataclasses.replace(cfg, jobs=jobs)
 
 
-def load_team_stack(stack: str) -> TeamStackConfig:
-    path = stack_file(STACKS_DIR, stack)
-    cfg = parse_stack_file(path, platform_lookup_from_dir(STACKS_DIR))
+def load_team_stack(stack: str, config: Path | None = None) -> TeamStackConfig:
+    """The team stack `stack` of stacks/, or the stack file `config` (a team's, wherever it lives:
+    its code paths are relative to it, its platform stack is looked up beside it, then in stacks/)."""
+    path = config or stack_file(STACKS_DIR, stack)
+    if not path.is_file():
+        raise ConfigError(stack, [f"no stack file {path}"])
+    beside, ours = platform_lookup_from_dir(path.parent), platform_lookup_from_dir(STACKS_DIR)
+    cfg = parse_stack_file(path, lambda name: beside(name) or ours(name))
     if not isinstance(cfg, TeamStackConfig) or not cfg.jobs:
         raise ConfigError(stack, [f"{path.name} is not a team stack with jobs"])
     return cfg
@@ -181,9 +186,10 @@ def make_args(state_dir: Path) -> str:
 
 
 def up(stack: str, only: str | None = None, log: Callable[[str], None] = print, *,
-       state_dir: Path = DEFAULT_STATE_DIR, storage_path: str | None = None, serve_port: int | None = None) -> int:
-    """`serve_port` 0 means the head's own free port (LocalRay.serve_port)."""
-    cfg = load_team_stack(stack)
+       state_dir: Path = DEFAULT_STATE_DIR, storage_path: str | None = None, serve_port: int | None = None,
+       config: Path | None = None) -> int:
+    """`serve_port` 0 means the head's own free port (LocalRay.serve_port); `config` a stack file by path."""
+    cfg = load_team_stack(stack, config)
     jobs = [j for j in cfg.jobs if only in (None, j.name)]
     if not jobs:
         raise ConfigError(stack, [f"no job named {only!r}; jobs: {', '.join(j.name for j in cfg.jobs)}"])
@@ -207,27 +213,29 @@ def run_jobs(cfg: TeamStackConfig, jobs: list[JobConfig], head: LocalRay,
              log: Callable[[str], None] = print) -> list[Outcome]:
     """Run jobs in order on `head`; a job whose dependency did not succeed is skipped."""
     client = JobClient(head.dashboard_url)
-    code_hash = jobs_code_hash()
     outcomes: list[Outcome] = []
     failed: set[str] = set()
     for job in jobs:
-        outcome = run_one(cfg, job, head, client, code_hash, failed, log)
+        outcome = run_one(cfg, job, head, client, failed, log)
         outcomes.append(outcome)
         if outcome.status != "SUCCEEDED":
             failed.add(job.name)
     return outcomes
 
 
-def run_one(cfg: TeamStackConfig, job: JobConfig, head: LocalRay, client: JobClient, code_hash: str,
-            failed: set[str], log: Callable[[str], None]) -> Outcome:
+def run_one(cfg: TeamStackConfig, job: JobConfig, head: LocalRay, client: JobClient, failed: set[str],
+            log: Callable[[str], None]) -> Outcome:
     blocked = [d for d in job.depends_on if d in failed]
     if blocked:
         log(f"skipping {job.name}: it depends on {', '.join(blocked)}, which did not succeed")
         return Outcome(job.name, job.kind, "SKIPPED", 0.0, "", "")
     serve_base = f"http://127.0.0.1:{job.settings.get('http_port', 8000)}"
     args = ray_job_args(job, dashboard_url=head.dashboard_url, serve_endpoint_base=serve_base,
-                        auth_token=None, code_hash=code_hash, team=cfg.team.name)
+                        auth_token=None, team=cfg.team.name)
     log(f"\n==> {job.name} ({job.kind}) on {head.dashboard_url}")
+    if job.work.env:
+        # On a cluster they come from Secret references on the Ray pods; the embedded head has none.
+        log(f"  note: {', '.join(e.var for e in job.work.env)} (env from secrets) are not set in local mode")
     started = time.monotonic()
     try:
         outs = run_job(args, client, log)
@@ -236,7 +244,8 @@ def run_one(cfg: TeamStackConfig, job: JobConfig, head: LocalRay, client: JobCli
         return Outcome(job.name, job.kind, "FAILED", time.monotonic() - started, "", "")
     metric = key_metric(outs.get("result") or {})
     endpoint = outs.get("endpoint") or ""
-    if job.kind == "serve" and endpoint:
+    # The built-in serve job's API is known: ask it for real predictions. A team's app reports its result.
+    if job.kind == "serve" and not job.work.custom and endpoint:
         try:
             metric = query_serve(endpoint, log)
         except requests.RequestException as exc:
@@ -294,6 +303,14 @@ def storage(value: str) -> str:
     return str(directory(value))
 
 
+def stack_path(value: str) -> Path:
+    """argparse type: an existing stack file."""
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value!r}: no such stack file")
+    return path
+
+
 def port(value: str) -> int:
     """argparse type: a TCP port, or 0 for the free one the head picked when it started."""
     try:
@@ -314,6 +331,9 @@ def parser() -> argparse.ArgumentParser:
                             "(default: build/local)")
     jobs = argparse.ArgumentParser(add_help=False)
     jobs.add_argument("--stack", default="demo-local", help="the team stack whose jobs run (default: demo-local)")
+    jobs.add_argument("--config", type=stack_path, metavar="FILE",
+                      help="a team stack file by path instead of --stack (a team's own, e.g. "
+                           "examples/embeddings/Pulumi.embeddings-local.yaml); its code paths are relative to it")
     jobs.add_argument("--storage-path", type=storage, metavar="PATH",
                       help="directory for every job's storage_path (checkpoints, models); a job's output_path "
                            "becomes PATH/predictions (default: the stack's, /tmp/ray-platform/demo-local)")
@@ -336,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("up", "run"):
             return up(args.stack, getattr(args, "job", None), state_dir=args.state_dir,
-                      storage_path=args.storage_path, serve_port=args.serve_port)
+                      storage_path=args.storage_path, serve_port=args.serve_port, config=args.config)
         return {"down": down, "env": env, "status": status}[args.command](state_dir=args.state_dir)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

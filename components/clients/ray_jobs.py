@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import shlex
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from components.clients.polling import Deadline
@@ -29,18 +30,22 @@ from components.clients.ray_dashboard import (
     iso_time, job_url, log_tail, poll_job, remove_serve_app, status_head, status_of, stop_job, submit,
     wait_for_dashboard, wait_for_serve_app,
 )
-from components.config.model import JobConfig
+from components.config.code import files_digest
+from components.config.model import JOB_KINDS, JobConfig
+from components.config.work import WorkConfig
 from components.constants import METADATA_CODE_HASH, METADATA_JOB_NAME, METADATA_KIND
 from components.specs.digest import attempt_id, submission_id_for
 # The result-line contract and the job entrypoints are the jobs' own (jobs/common.py is
 # standard library only).
 from jobs.common import JOBS_DIR, parse_result
 from jobs.common import entrypoint as job_entrypoint
-from jobs.common import runtime_env as jobs_runtime_env
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails
 
+# What a job runs, as the hook tracks it: a built-in job (a preset), a team's command ("job"), or a
+# Serve app ("serve": the built-in one or a team's).
+HOOK_KINDS = (*JOB_KINDS, "job")
 OUTPUT_FIELDS = (
     "submission_id", "status", "message", "dashboard_url", "job_url", "result",
     "endpoint", "start_time", "end_time",
@@ -105,16 +110,19 @@ def endpoint_for(base: str | None, route_prefix: str | None) -> str | None:
 # the same args; only the team layer passes Pulumi outputs for S.
 
 
-def jobs_code_hash(jobs_dir: Path = JOBS_DIR) -> str:
-    """sha256 over every job source file's relative path and bytes."""
-    digest = hashlib.sha256()
-    for path in sorted(jobs_dir.rglob("*.py")):
-        digest.update(path.relative_to(jobs_dir).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+# What a team's Serve app runs as (launcher/serve.py), shipped beside the team's code.
+LAUNCHER_DIR = JOBS_DIR.parent / "launcher"
+SERVE_LAUNCHER = "launcher.serve"
+
+
+def launcher_digest() -> str:
+    return files_digest(LAUNCHER_DIR, sorted(LAUNCHER_DIR.rglob("*.py")))
 
 
 def serve_names(job: JobConfig) -> tuple[str, str]:
     """(Serve application name, route prefix) of a serve job; default to the job's name."""
+    if job.work.serve is not None:
+        return job.work.serve.app_name, job.work.serve.route_prefix
     return str(job.settings.get("app_name", job.name)), str(job.settings.get("route_prefix", f"/{job.name}"))
 
 
@@ -127,11 +135,42 @@ def effective_settings(job: JobConfig) -> dict[str, Any]:
 
 
 def entrypoint(job: JobConfig) -> str:
+    """The command the job runs: the team's, the Serve launcher's for a team's app, or a preset's."""
+    work = job.work
+    if work.entrypoint is not None:
+        return work.entrypoint
+    if work.serve is not None:
+        config = {**effective_settings(job), "import_path": work.serve.import_path, "args": dict(work.serve.args)}
+        return f"python -m {SERVE_LAUNCHER} --config-json {shlex.quote(json.dumps(config, sort_keys=True))}"
     return job_entrypoint(job.kind, effective_settings(job))
 
 
+def code_runtime_env(work: WorkConfig) -> dict[str, Any]:
+    """The runtime env keys that ship a job's code (none for the image's code)."""
+    code, env = work.code, {}
+    if code is not None:
+        env = {"py_modules": [code.path]} if code.as_module else {"working_dir": code.path or code.uri}
+    if work.serve is not None:
+        env["py_modules"] = [*env.get("py_modules", []), str(LAUNCHER_DIR)]
+    return env
+
+
+def code_hash(work: WorkConfig) -> str:
+    """What identifies a job's code beyond its runtime env: the shipped files, the secrets it reads.
+
+    A preset's is the jobs/ digest alone (so built-in jobs keep their ids); a team job's folds in
+    the launcher it ships and the references (never the values) of its secret environment.
+    """
+    if not work.custom:
+        return work.code.digest if work.code is not None else ""
+    parts = [work.code.digest if work.code is not None else "image",
+             launcher_digest() if work.serve is not None else "",
+             json.dumps([dataclasses.asdict(e) for e in work.env], sort_keys=True)]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
 def ray_job_args(job: JobConfig, *, dashboard_url: S, serve_endpoint_base: str | None, auth_token: S | None,
-                 code_hash: str, team: str, dashboard_access: str = "url", kubeconfig: S | None = None,
+                 team: str, dashboard_access: str = "url", kubeconfig: S | None = None,
                  kube_context: S | None = None, namespace: str | None = None) -> RayJobArgs[S]:
     """The hook's args for `job`: addresses and secrets as given (plain strings or Pulumi outputs)."""
     app_name, route_prefix = serve_names(job) if job.kind == "serve" else (None, None)
@@ -139,8 +178,8 @@ def ray_job_args(job: JobConfig, *, dashboard_url: S, serve_endpoint_base: str |
         job_name=job.name,
         kind=job.kind,
         entrypoint=entrypoint(job),
-        runtime_env={**job.runtime_env, **jobs_runtime_env()},
-        code_hash=code_hash,
+        runtime_env={**job.runtime_env, **code_runtime_env(job.work)},
+        code_hash=code_hash(job.work),
         dashboard_url=dashboard_url,
         auth_token=auth_token,
         entrypoint_num_cpus=job.resources.cpus,

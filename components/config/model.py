@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.config.queue_model import Queueing, QueuesConfig, TeamQueueConfig
+from components.config.work import ClusterRuntime, JobResources, WorkConfig
 from components.versions import DEFAULT_EKS_VERSION
 from jobs.common import JOB_NAMES
 
@@ -33,8 +34,6 @@ LB_SERVICE_TYPE = "LoadBalancer-internal"
 SERVICE_TYPES = ("ClusterIP", LB_SERVICE_TYPE)
 # NewClusterWithIncrementalUpgrade needs the Gateway API, which the platform does not install.
 UPGRADE_STRATEGIES = ("NewCluster", "None")
-# Archives Ray's runtime_env downloads on the cluster itself; file:// would name a path on the node.
-CODE_URI = re.compile(r"^(s3|gs|https)://\S+\.zip$")
 # The pod KubeRay starts per RayJob to run `ray job submit` and follow its logs: it only
 # talks HTTP, and counts against the team quota like any pod.
 SUBMITTER_CPU = "500m"
@@ -315,13 +314,7 @@ class RayClusterConfig:
     # because the spec builder sees one cluster at a time.
     observability: RayObservability = RayObservability()
     queue: Queueing | None = None
-
-
-@dataclass(frozen=True)
-class JobResources:
-    cpus: float | None = None
-    gpus: float | None = None
-    memory: int | None = None
+    runtime: ClusterRuntime = ClusterRuntime()
 
 
 @dataclass(frozen=True)
@@ -367,6 +360,7 @@ class JobConfig:
     depends_on: tuple[str, ...] = ()
     submission: str = "sdk"
     kuberay: KubeRayJobConfig | KubeRayServiceConfig | None = None
+    work: WorkConfig = WorkConfig()
 
 
 @dataclass(frozen=True)
@@ -395,6 +389,7 @@ class TeamStackConfig:
     dashboard_token: str | None = None
     observability: RayObservability = RayObservability()
     queue: TeamQueueConfig | None = None
+    secrets: Mapping[str, str] = field(default_factory=dict)  # `secrets`: Pulumi secrets jobs read by name
 
 
 StackConfig = PlatformConfig | TeamStackConfig

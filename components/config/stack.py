@@ -7,7 +7,8 @@ stacks. See docs/config.md for every knob.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 from components.config.model import DNS1123, LAYERS, ConfigError, PlatformConfig, StackConfig
@@ -19,17 +20,20 @@ from components.constants import PROJECT
 PLATFORM_KEYS = ("layer", "environment", "cluster", "network", "gpuPools", "addons", "kuberay", "kubeconfig",
                  "observability", "grafanaAdminPassword", "sources", "queues")
 TEAM_KEYS = ("layer", "environment", "platformStack", "team", "rayClusters", "jobs", "dashboard",
-             "redisPassword", "dashboardToken", "observability", "queue")
+             "redisPassword", "dashboardToken", "observability", "queue", "secrets")
 SECRET_KEYS = ("kubeconfig", "redisPassword", "dashboardToken", "grafanaAdminPassword")
 
 
 def parse(raw: Mapping[str, Any], stack: str, aws_region: str | None = None,
-          platform_lookup: Callable[[str], PlatformConfig | None] | None = None) -> StackConfig:
+          platform_lookup: Callable[[str], PlatformConfig | None] | None = None, *,
+          stack_dir: Path | None = None, secret_keys: Collection[str] | None = None) -> StackConfig:
     """Validate one stack's config (keys without the project prefix) into dataclasses.
 
     `platform_lookup` resolves a platform stack's short name to its config when the
     platform stack file is at hand, so a team stack is checked against the platform's
-    GPU pools before anything is deployed.
+    GPU pools before anything is deployed. `stack_dir` is the stack file's directory, which jobs'
+    code paths are relative to (default: the project's stacks/); `secret_keys` the full config keys
+    held as secrets (None: unknown, as in tests of plain dicts).
     """
     p = Problems()
     root = Node(p, f"{PROJECT}:", dict(raw))
@@ -41,7 +45,8 @@ def parse(raw: Mapping[str, Any], stack: str, aws_region: str | None = None,
         result = parse_platform(p, root, stack, environment, aws_region)
         allowed = PLATFORM_KEYS
     elif layer == "team":
-        result = parse_team_stack(p, root, stack, environment, platform_lookup)
+        result = parse_team_stack(p, root, stack, environment, platform_lookup, stack_dir=stack_dir,
+                                  secret_keys=secret_keys)
         allowed = TEAM_KEYS
     else:
         allowed = ()

@@ -22,12 +22,20 @@ def read_stack_file(path: Path) -> tuple[dict[str, str], list[str]]:
     flat: dict[str, str] = {}
     secret_keys: list[str] = []
     for key, value in (doc.get("config") or {}).items():
-        if isinstance(value, dict) and set(value) == {"secure"}:
+        if _secure(value):
             flat[key] = SECRET_PLACEHOLDER
+            secret_keys.append(key)
+        elif isinstance(value, dict) and value and all(_secure(v) for v in value.values()):
+            # A map of secrets (`pulumi config set --secret --path 'key.name'`): secret only when every entry is.
+            flat[key] = json.dumps({k: SECRET_PLACEHOLDER for k in value})
             secret_keys.append(key)
         else:
             flat[key] = value if isinstance(value, str) else json.dumps(value)
     return flat, secret_keys
+
+
+def _secure(value: object) -> bool:
+    return isinstance(value, dict) and set(value) == {"secure"}
 
 
 def stack_name(path: Path) -> str:
@@ -42,9 +50,10 @@ def stack_file(stacks_dir: Path, stack: str) -> Path:
 def parse_stack_file(path: Path, platform_lookup: Callable[[str], PlatformConfig | None] | None = None
                      ) -> StackConfig:
     """Parse a stack file as `pulumi up` would see it (secrets as placeholders)."""
-    flat, _ = read_stack_file(path)
+    flat, secret_keys = read_stack_file(path)
     raw, region = raw_from_pulumi_config(flat)
-    return parse(raw, stack_name(path), region, platform_lookup)
+    return parse(raw, stack_name(path), region, platform_lookup, stack_dir=path.resolve().parent,
+                 secret_keys=secret_keys)
 
 
 def platform_lookup_from_dir(stacks_dir: Path) -> Callable[[str], PlatformConfig | None]:

@@ -2,11 +2,13 @@
 access, and the checks against the platform stack it builds on."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
+from pathlib import Path
 
 from components.config.fit import check_kuberay_fit, check_limit_range, check_not_above, check_quota_fit, quantity_value
-from components.config.jobs import parse_jobs, rayservice_owners
+from components.config.images import cluster_runtime, parse_secrets, with_job_env
+from components.config.jobs import DEFAULT_STACK_DIR, parse_jobs, rayservice_owners
 from components.config.model import (
     DASHBOARD_ACCESS, GCS_FT_BACKENDS, RAYCLUSTER_NAME_MAX, SERVICE_TYPES, STACK_REF, UPSCALING_MODES,
     DashboardConfig, GcsFaultToleranceConfig, HeadConfig, LimitRangeConfig, PlatformConfig, QuotaConfig,
@@ -128,7 +130,10 @@ def _parse_ray_cluster(p: Problems, node: Node) -> RayClusterConfig:
         )
         _check_shm(p, hnode, head.shm_size, head.memory)
         hnode.done()
-    groups = tuple(_parse_worker_group(p, n) for n in node.children("workerGroups"))
+    group_nodes = node.children("workerGroups")
+    # Before the groups' own parse, which reports keys it did not read.
+    runtime = cluster_runtime(p, node, group_nodes)
+    groups = tuple(_parse_worker_group(p, n) for n in group_nodes)
     check_unique(p, node.key("workerGroups"), [g.name for g in groups], "worker group names must be unique")
     ft = _parse_gcs_fault_tolerance(p, node.child("gcsFaultTolerance"))
     anode = node.child("autoscaler")
@@ -143,7 +148,8 @@ def _parse_ray_cluster(p: Problems, node: Node) -> RayClusterConfig:
     cfg = RayClusterConfig(name=name, head=head, worker_groups=groups, idle_timeout_seconds=idle,
                            upscaling_mode=mode, autoscaler_cpu=autoscaler_cpu,
                            autoscaler_memory=autoscaler_memory, gcs_fault_tolerance=ft,
-                           auth=node.bool("auth", RayClusterConfig.auth))
+                           auth=node.bool("auth", RayClusterConfig.auth),
+                           runtime=runtime)
     node.done()
     return cfg
 
@@ -218,7 +224,9 @@ def _check_against_platform(p: Problems, team: TeamConfig | None, clusters: tupl
 
 
 def parse_team_stack(p: Problems, root: Node, stack: str, environment: str | None,
-                     platform_lookup: Callable[[str], PlatformConfig | None] | None) -> TeamStackConfig | None:
+                     platform_lookup: Callable[[str], PlatformConfig | None] | None, *,
+                     stack_dir: Path | None = None, secret_keys: Collection[str] | None = None
+                     ) -> TeamStackConfig | None:
     platform_stack = root.str("platformStack", MISSING, "my-org/ray-platform/dev", pattern=STACK_REF,
                               rule="expected a stack reference such as my-org/ray-platform/dev")
     team = _parse_team(p, root)
@@ -228,7 +236,9 @@ def parse_team_stack(p: Problems, root: Node, stack: str, environment: str | Non
     if root.raw("rayClusters") is not MISSING and not clusters:
         p.bad(ns("rayClusters"), [], "declare at least one RayCluster")
     check_unique(p, ns("rayClusters"), [c.name for c in clusters], "RayCluster names must be unique in a team")
-    jobs = parse_jobs(p, root, {c.name: c for c in clusters if c.name})
+    secrets = parse_secrets(p, root, secret_keys)
+    jobs = parse_jobs(p, root, {c.name: c for c in clusters if c.name}, stack_dir or DEFAULT_STACK_DIR, secrets)
+    clusters = with_job_env(p, clusters, jobs)
     queue = parse_team_queue(p, root)
     if queue is not None and team is not None:
         # Queued: every RayCluster the team declares and every RayJob bringing one like it; a
@@ -264,7 +274,8 @@ def parse_team_stack(p: Problems, root: Node, stack: str, environment: str | Non
     return TeamStackConfig(stack=stack, environment=environment or "", platform_stack=platform_stack,
                            team=team, ray_clusters=clusters, jobs=jobs, dashboard=dashboard,
                            redis_password=redis_password, dashboard_token=dashboard_token,
-                           observability=observability, queue=queue)
+                           observability=observability, queue=queue,
+                           secrets=root.data.get("secrets") if secrets else {})
 
 
 def _parse_team_observability(root: Node) -> RayObservability:

@@ -21,9 +21,9 @@ from pulumi.runtime import rpc
 
 from components.clients.ray_dashboard import RayJobError, redact
 from components.clients.ray_jobs import (
-    INPUT_FIELDS, OUTPUT_FIELDS, RayJobArgs, delete_job, reach, refresh_job, run_job,
+    HOOK_KINDS, INPUT_FIELDS, OUTPUT_FIELDS, RayJobArgs, delete_job, reach, refresh_job, run_job,
 )
-from components.config.model import DASHBOARD_ACCESS, JOB_KINDS, JOB_NAME_MAX, JOB_WAITS, is_dns_label
+from components.config.model import DASHBOARD_ACCESS, JOB_NAME_MAX, JOB_WAITS, is_dns_label
 from components.specs.digest import IDENTITY_FIELDS, canon, canonical_runtime_env
 
 # Serve app names end up in actor names and log file names (job names follow the config's rule).
@@ -81,8 +81,8 @@ def check_failures(news: Mapping[str, Any]) -> list[tuple[str, str]]:
     if "job_name" in known and not (isinstance(job_name, str) and is_dns_label(job_name, JOB_NAME_MAX)):
         bad("job_name", f"{job_name!r} must be a DNS-1035 label of at most {JOB_NAME_MAX} characters, as a job's "
                         "name in the stack config (it prefixes the Ray submission id)")
-    if "kind" in known and known["kind"] not in JOB_KINDS:
-        bad("kind", f"{known['kind']!r} is not one of {', '.join(JOB_KINDS)}")
+    if "kind" in known and known["kind"] not in HOOK_KINDS:
+        bad("kind", f"{known['kind']!r} is not one of {', '.join(HOOK_KINDS)}")
     for prop in ("entrypoint", "code_hash"):
         if prop in known and not (isinstance(known[prop], str) and known[prop].strip()):
             bad(prop, "must be a non-empty string")

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from components.specs import log_shipping
+from components.specs.team_runtime import apply_team_runtime
 from components.config.fit import (
     AUTOSCALER_CONTAINER, LOG_SHIPPER_CONTAINER, RAY_HEAD_CONTAINER, RAY_WORKER_CONTAINER, ContainerSize,
     container_size, head_pod_containers, quantity_value, worker_pod_containers,
@@ -257,6 +258,7 @@ def head_group_spec(cfg: RayClusterConfig, labels: dict[str, str]) -> dict[str, 
         "rayStartParams": params,
         "template": _pod_template(container, head.shm_size, 0, None, labels),
     }
+    apply_team_runtime(group["template"], cfg.runtime, None, HEAD_CONTAINER)
     _ship_logs(group["template"], containers)
     if head.service_type == LB_SERVICE_TYPE:
         group["serviceType"] = "LoadBalancer"
@@ -272,6 +274,7 @@ def worker_group_spec(cfg: RayClusterConfig, group: WorkerGroupConfig, labels: d
     template = _pod_template(container, group.shm_size, group.gpus, group.gpu_pool, labels)
     # Ray workers never call the Kubernetes API; only the head's autoscaler does.
     template["spec"]["automountServiceAccountToken"] = False
+    apply_team_runtime(template, cfg.runtime, group.name, WORKER_CONTAINER)
     _ship_logs(template, containers)
     # Admitted at a fixed size (an ephemeral RayJob's queued cluster): all of maxReplicas or nothing.
     fixed = fixed_size(cfg)

@@ -51,8 +51,11 @@ SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
 
 def code_runtime_env(job: JobConfig, code_uri: str) -> dict[str, Any]:
     """The job's runtime env with its code as working_dir: `python -m jobs.<kind>` and Serve's
-    `jobs.serve:app` then import the jobs/ package from the top of the unpacked archive."""
-    return {**job.runtime_env, "working_dir": code_uri}
+    `jobs.serve:app` then import the jobs/ package from the top of the unpacked archive. A team's
+    job has its code.uri there instead, or no working_dir when its image holds the code."""
+    code = job.work.code
+    uri = code_uri or (code.uri if code is not None and job.work.custom else None)
+    return {**job.runtime_env, **({"working_dir": uri} if uri else {})}
 
 
 def ray_job_metadata(job: JobConfig, team: str) -> dict[str, str]:

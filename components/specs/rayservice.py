@@ -80,18 +80,21 @@ def deployment_options(settings: Mapping[str, Any], cfg: KubeRayServiceConfig) -
 def serve_config_v2(job: JobConfig, settings: Mapping[str, Any], cfg: KubeRayServiceConfig) -> str:
     """The Serve config (YAML) of the one application this RayService runs."""
     runtime_env = code_runtime_env(job, cfg.code_uri)
-    runtime_env["env_vars"] = {**dict(job.runtime_env.get("env_vars") or {}),
-                               CONFIG_ENV_VAR: json.dumps(dict(settings), sort_keys=True)}
+    app: dict[str, Any] = {"name": settings["app_name"], "route_prefix": settings["route_prefix"]}
+    if job.work.serve is not None:
+        # A team's app: its import path and args; its deployments' options are its own.
+        app |= {"import_path": job.work.serve.import_path, "runtime_env": runtime_env}
+        if job.work.serve.args:
+            app["args"] = dict(job.work.serve.args)
+    else:
+        runtime_env["env_vars"] = {**dict(job.runtime_env.get("env_vars") or {}),
+                                   CONFIG_ENV_VAR: json.dumps(dict(settings), sort_keys=True)}
+        app |= {"import_path": IMPORT_PATH, "runtime_env": runtime_env,
+                "deployments": [deployment_options(settings, cfg)]}
     config = {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": RAY_SERVE_PORT},
-        "applications": [{
-            "name": settings["app_name"],
-            "route_prefix": settings["route_prefix"],
-            "import_path": IMPORT_PATH,
-            "runtime_env": runtime_env,
-            "deployments": [deployment_options(settings, cfg)],
-        }],
+        "applications": [app],
     }
     return yaml.safe_dump(config, sort_keys=False)
 

@@ -24,7 +24,8 @@ from components.team.post_deploy import cluster_url, declare_jobs
 from components.team.queue import TeamQueue, TeamQueueArgs
 from components.team.ray_cluster import RayCluster, RayClusterArgs
 from components.specs.gpu_nodes import gpu_taint
-from components.specs.raycluster import head_service_name, observability_config_map, serve_service_name
+from components.specs.raycluster import common_labels, head_service_name, observability_config_map, serve_service_name
+from components.specs.team_runtime import JOB_SECRETS
 from components.team.team import Team, TeamArgs
 from components.versions import KUBERAY_VERSION
 
@@ -140,6 +141,13 @@ def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
     # Pods created before the quota and limit defaults exist would escape both; pods that read
     # the observability ConfigMap would not start before it exists.
     prerequisites: tuple[pulumi.Resource, ...] = (team.namespace, team.quota, team.limit_range)
+    if any(e.secret for j in cfg.jobs for e in j.work.env):
+        # The team's `secrets` the Ray pods read by reference (components/specs/team_runtime.py).
+        prerequisites += (k8s.core.v1.Secret(
+            f"{team_name}-job-secrets", metadata={"name": JOB_SECRETS, "namespace": cfg.team.namespace,
+                                                  "labels": common_labels(team_name)},
+            type="Opaque", string_data={k: pulumi.Output.secret(v) for k, v in cfg.secrets.items()},
+            opts=pulumi.ResourceOptions(providers={"kubernetes": provider}, depends_on=[team.namespace])),)
     if cfg.observability.metrics or cfg.observability.log_shipping:
         # Its metadata does not depend on the platform; its data is the platform's output.
         metadata = observability_config_map(cfg.team.namespace, team_name, cfg.observability, {})["metadata"]

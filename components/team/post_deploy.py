@@ -21,7 +21,7 @@ import pulumi
 # The pure half (config -> the hook's args) lives with RayJobArgs, so local mode and the benchmarks
 # build the same args without Pulumi.
 from components.clients.ray_jobs import (
-    effective_settings, endpoint_for, entrypoint, jobs_code_hash, ray_job_args, serve_names,
+    effective_settings, endpoint_for, entrypoint, ray_job_args, serve_names,
 )
 from components.config.model import KubeRayJobConfig, KubeRayServiceConfig, TeamStackConfig
 from components.hooks.ray_job import RayJob
@@ -46,7 +46,6 @@ def declare_jobs(cfg: TeamStackConfig, clusters_declared: Mapping[str, pulumi.Re
         return outputs
     namespace, team = cfg.team.namespace, cfg.team.name
     clusters = {c.name: c for c in cfg.ray_clusters}
-    code_hash = jobs_code_hash()
     # RayJob keeps it as a secret in the state.
     token = cfg.dashboard_token or None
     done: dict[str, pulumi.Resource] = {}
@@ -77,7 +76,7 @@ def declare_jobs(cfg: TeamStackConfig, clusters_declared: Mapping[str, pulumi.Re
             hook = RayJob(
                 f"{team}-job-{job.name}", ray_job_args(
                     job, dashboard_url=cluster_url(cfg.dashboard.url, job.cluster, namespace),
-                    serve_endpoint_base=serve_base, auth_token=token, code_hash=code_hash, team=team,
+                    serve_endpoint_base=serve_base, auth_token=token, team=team,
                     dashboard_access=cfg.dashboard.access, kubeconfig=access.kubeconfig,
                     kube_context=access.context, namespace=namespace),
                 opts=pulumi.ResourceOptions(depends_on=list(after)))

@@ -34,10 +34,13 @@ EVERY_BRANCH: list[dict[str, Any]] = [
      "queues": {"cohorts": [{}], "priorityClasses": {}}},
     {"layer": "platform", "cluster": {"provider": "existing"}, "gpuPools": [{}]},
     {"layer": "team", "team": {"quota": {}, "limitRange": {}},
-     "rayClusters": [{"head": {}, "workerGroups": [{}], "gcsFaultTolerance": {}, "autoscaler": {}}],
+     "rayClusters": [{"head": {}, "workerGroups": [{"image": {}}], "gcsFaultTolerance": {}, "autoscaler": {},
+                      "image": {}}],
      "jobs": [{"kind": "train", "resources": {}, "submission": "kuberay", "kuberay": {}},
-              {"kind": "serve", "submission": "kuberay", "kuberay": {}}],
-     "dashboard": {}, "observability": {}, "queue": {"cpu": {}, "memory": {}, "gpus": {"<pool>": {}}}},
+              {"kind": "serve", "submission": "kuberay", "kuberay": {}},
+              {"entrypoint": "x", "code": {}, "env": {}}, {"serve": {}}],
+     "dashboard": {}, "observability": {}, "queue": {"cpu": {}, "memory": {}, "gpus": {"<pool>": {}}},
+     "secrets": {}},
 ]
 
 

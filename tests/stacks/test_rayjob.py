@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from components.config.fit import ephemeral_cluster, kuberay_demand, max_demand
-from components.config.model import CODE_URI, DNS1035, KUBERAY_CR_NAME_MAX
+from components.config.model import DNS1035, KUBERAY_CR_NAME_MAX
+from components.config.work import CODE_URI
 from components.constants import GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
 from components.clients.ray_jobs import entrypoint
 from components.specs.digest import spec_digest

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 import tools.local
 from components.config.model import ConfigError, JobConfig, TeamStackConfig
@@ -28,6 +29,7 @@ from tools.local import (
 from tools.local_ray import LocalRay
 
 DEV_STORAGE = "/tmp/ray-platform/demo-local"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -164,7 +166,7 @@ def test_demo_stack_runs_train_infer_serve_and_answers_a_query(ray_head: LocalRa
     finally:
         serve_job = next(j for j in jobs if j.kind == "serve")
         args = ray_job_args(serve_job, dashboard_url=ray_head.dashboard_url, serve_endpoint_base=None,
-                            auth_token=None, code_hash="cleanup", team=cfg.team.name)
+                            auth_token=None, team=cfg.team.name)
         # Frees the replica's CPU for later tests; removing the app is the hook's delete.
         RayJobProvider().delete("cleanup", props_of(args))
 
@@ -173,3 +175,62 @@ def test_key_metric_prefers_accuracy_then_rows() -> None:
     assert key_metric({"rows": 10, "accuracy": 0.9312}) == "accuracy=0.931"
     assert key_metric({"rows": 1797}) == "rows=1797"
     assert key_metric({}) == ""
+
+
+TEAM_STACK = ROOT / "stacks" / "Pulumi.search-local.yaml"
+TEAM_STORAGE = "/tmp/ray-platform/search-local"
+
+
+@pytest.mark.ray
+def test_a_team_stack_file_runs_its_own_code_end_to_end(ray_head: LocalRay, tmp_path: Path) -> None:
+    """The example team (examples/search-embeddings): its training, its batch embeddings and its Serve
+    app, from its stack file by path, through the hook on the real Ray head; then real requests."""
+    cfg = load_team_stack("ignored", TEAM_STACK)
+    storage = str(tmp_path / "storage")
+
+    def retargeted(job: JobConfig) -> JobConfig:
+        command = (job.work.entrypoint or "").replace(TEAM_STORAGE, storage).replace("--epochs 5", "--epochs 2")
+        return dataclasses.replace(job, work=dataclasses.replace(job.work, entrypoint=command or None))
+
+    jobs = [retargeted(j) for j in with_overrides(cfg, serve_port=ray_head.serve_port).jobs]
+    lines: list[str] = []
+    outcomes = run_jobs(cfg, jobs, ray_head, lines.append)
+    try:
+        assert [(o.job, o.status) for o in outcomes] == [
+            ("train-topics", "SUCCEEDED"), ("embed-corpus", "SUCCEEDED"), ("embeddings-api", "SUCCEEDED")], \
+            "\n".join(lines[-60:])
+        train, batch, api = outcomes
+        assert float(train.metric.removeprefix("accuracy=")) >= 0.9, train.metric
+        assert batch.metric == "rows=120"
+        assert list(Path(storage).glob("topics-*/checkpoint_*/head.pt")), "training checkpoints every epoch"
+        assert api.endpoint == f"http://127.0.0.1:{ray_head.serve_port}/embeddings"
+        embedded = requests.post(f"{api.endpoint}/embed", json={"texts": ["rain all week", "a goal in extra time"]},
+                                 timeout=60)
+        assert embedded.status_code == 200, embedded.text
+        assert embedded.json()["dimensions"] == 384 and len(embedded.json()["embeddings"]) == 2
+        found = requests.post(f"{api.endpoint}/search", json={"query": "a storm is coming", "top_k": 3}, timeout=60)
+        assert found.status_code == 200 and found.json()["matches"][0]["label"] == "weather", found.text
+        assert requests.post(f"{api.endpoint}/embed", json={"texts": []}, timeout=60).status_code == 400
+    finally:
+        serve_job = next(j for j in jobs if j.kind == "serve")
+        args = ray_job_args(serve_job, dashboard_url=ray_head.dashboard_url, serve_endpoint_base=None,
+                            auth_token=None, team=cfg.team.name)
+        RayJobProvider().delete("cleanup", props_of(args))
+    apps = requests.get(f"{ray_head.dashboard_url}/api/serve/applications/", timeout=30).json()
+    assert "embeddings-api" not in (apps.get("applications") or {}), "deleting the job removes the app"
+
+
+def test_a_bad_team_stack_file_submits_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "stacks").mkdir()
+    bad = tmp_path / "stacks" / "Pulumi.search-bad.yaml"
+    bad.write_text(TEAM_STACK.read_text().replace("path: ../examples/search-embeddings", "path: ../missing"))
+
+    def no_cluster(*_: object) -> LocalRay:
+        raise AssertionError("a stack with bad config must not reach a cluster")
+
+    monkeypatch.setattr(tools.local, "ensure_head", no_cluster)
+    lines: list[str] = []
+    assert tools.local.main(["up", "--config", str(bad)]) == 2
+    with pytest.raises(ConfigError, match="no such directory"):
+        up("x", log=lines.append, config=bad)
