@@ -31,7 +31,10 @@ from jobs.data import load_all
 from jobs.infer import InferConfig
 from jobs.model import load_model, predict_proba, read_pointer
 
-TARGET = Target(">=", 0.8)
+# Against a plain single-process baseline the figure says what Ray itself costs at this size:
+# information, not a target. What the package adds is measured against the same work written
+# directly with Ray (bench/by_hand.py, target 1.05).
+TARGET: Target | None = None
 SMALL_BATCH = {"batch_size": 128}
 # The second, larger run is this many times the first.
 LARGER = 3

@@ -55,14 +55,20 @@ def write_stack(path: Path, config: dict[str, Any], header: str) -> Path:
     return path
 
 
+def pool_count(teams: int) -> int:
+    return max(teams, len(yaml.safe_load((STACKS_DIR / "Pulumi.prod.yaml").read_text())["config"][
+        f"{PROJECT_KEY}:gpuPools"]))
+
+
 def synthetic_org(directory: Path, teams: int) -> tuple[Path, list[Path]]:
-    """A platform stack with `teams` GPU pools and `teams` team stacks on it, in `directory`."""
+    """A platform stack with `teams` GPU pools (at least prod's) and `teams` team stacks on it, in `directory`."""
     platform = yaml.safe_load((STACKS_DIR / "Pulumi.prod.yaml").read_text())["config"]
     pools = platform[f"{PROJECT_KEY}:gpuPools"]
-    platform[f"{PROJECT_KEY}:gpuPools"] = [{**pools[i % len(pools)], "name": f"{pools[i % len(pools)]['name']}-{i}"}
-                                           for i in range(teams)]
+    # prod's own pools stay (the team stacks' worker groups and queue name them), then copies up to N.
+    platform[f"{PROJECT_KEY}:gpuPools"] = pools + [{**pools[i % len(pools)], "name": f"{pools[i % len(pools)]['name']}-{i}"}
+                                                   for i in range(len(pools), teams)]
     platform_file = write_stack(directory / f"Pulumi.{SYNTH_PLATFORM}.yaml", platform,
-                                f"bench: prod with {teams} GPU pools")
+                                f"bench: prod with {pool_count(teams)} GPU pools")
     team = yaml.safe_load((STACKS_DIR / "Pulumi.vision-prod.yaml").read_text())["config"]
     team_files = []
     for i in range(teams):
@@ -108,12 +114,13 @@ def run(cfg: BenchConfig) -> list[Figure]:
             platform = [child_seconds([platform_file], Path(directory), "cpu") for _ in range(repeats)]
             org = [child_seconds([platform_file, *team_files], Path(directory), "cpu")
                    for _ in range(cfg.eval_org_repeats)]
-        figures += [Figure("program-eval", f"platform with {teams} GPU pools", "CPU s", platform),
+        figures += [Figure("program-eval", f"platform with {pool_count(teams)} GPU pools", "CPU s", platform),
                     Figure("program-eval", f"org of {teams} teams (all stacks, one process)", "CPU s", org)]
         platform_medians.append(statistics.median(platform))
         org_medians.append(statistics.median(org))
     sizes = list(cfg.eval_sizes)
-    return figures + growth_figures("pool", sizes, platform_medians) + growth_figures("team", sizes, org_medians)
+    pools = [pool_count(n) for n in sizes]
+    return figures + growth_figures("pool", pools, platform_medians) + growth_figures("team", sizes, org_medians)
 
 
 def main() -> None:

@@ -30,8 +30,11 @@ from jobs.data import load_split
 from tools.local_ray import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-THROUGHPUT = Target(">=", 0.5)
-LATENCY = Target("<=", 2.0)
+# Against a plain single-process baseline the figure says what Ray itself costs at this size:
+# information, not a target. What the package adds is measured against the same work written
+# directly with Ray (bench/by_hand.py, target 1.05).
+THROUGHPUT: Target | None = None
+LATENCY: Target | None = None
 WARMUP_REQUESTS = 50
 # (job settings, runtime_env) over the stack's serve job. The stack lets a replica take
 # 32 requests at once; at Serve's default of 5, the proxy's router holds the rest and

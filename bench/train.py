@@ -36,7 +36,10 @@ from jobs.data import load_split
 from jobs.model import DigitsMLP, evaluate, save_checkpoint, train_epoch, write_pointer
 from jobs.train import TrainConfig
 
-TARGET = Target(">=", 0.8)
+# Against a plain single-process baseline the figure says what Ray itself costs at this size:
+# information, not a target. What the package adds is measured against the same work written
+# directly with Ray (bench/by_hand.py, target 1.05).
+TARGET: Target | None = None
 TRAIN_MODEL = "bench-train"
 DEFAULT_POLL_ENV = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2"}}
 CHECKPOINT_RE = re.compile(r"^checkpoint_(\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d\.\d+)$")
