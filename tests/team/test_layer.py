@@ -3,6 +3,8 @@ platform, and how the platform stack's outputs are read."""
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -11,9 +13,10 @@ from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.sync_await import _sync_await
 
 import tools.render as render
-from components.config.model import RayObservability
+from components.config.model import ConfigError, RayObservability
 from components.config.queue_model import QueueQuota, TeamQueueConfig
 from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
+from components.specs.team_runtime import JOB_SECRETS
 from components.team.layer import PlatformMismatch, check_platform, platform_output
 from components.versions import KUBERAY_VERSION
 from tests.stacks import rendered
@@ -92,3 +95,46 @@ def test_platform_outputs_are_read_one_at_a_time_and_keep_their_secretness(monke
     assert _sync_await(platform_output(ref, stack, "absent").future()) is None
     with pytest.raises(PlatformMismatch, match="org/ray-platform/prod: it has no output 'kuberayNamespace'"):
         _sync_await(platform_output(ref, stack, "kuberayNamespace", required=True).future())
+
+
+SECRET_ENV_STACK = """\
+config:
+  ray-platform:layer: team
+  ray-platform:environment: local
+  ray-platform:platformStack: local
+  ray-platform:team: {name: vision, groups: [devs], quota: {cpu: "8", memory: 24Gi, gpus: 0, pods: 20}}
+  ray-platform:rayClusters: [{name: ray, head: {cpu: "2", memory: 4Gi, shmSize: 1Gi}}]
+  ray-platform:secrets:
+    wandb: %s
+  ray-platform:jobs:
+    - name: finetune
+      cluster: ray
+      entrypoint: python -m vision.finetune
+      env: {WANDB_API_KEY: {secret: wandb}, HF_TOKEN: {secretKeyRef: {name: hf, key: token}}}
+"""
+
+
+def test_a_team_s_secrets_reach_its_ray_pods_by_reference_only(tmp_path: Path) -> None:
+    stack = tmp_path / "Pulumi.vision-local.yaml"
+    stack.write_text(SECRET_ENV_STACK % "{secure: v1:bm90IGEgcmVhbCBzZWNyZXQ=}")
+    result = render.render_stack(stack)
+    (secret,) = [m for m in result.manifests() if m["kind"] == "Secret" and m["metadata"]["name"] == JOB_SECRETS]
+    assert secret["stringData"] == {"wandb": "[secret]"} and secret["metadata"]["namespace"] == "team-vision"
+    (cluster,) = [m for m in result.manifests() if m["kind"] == "RayCluster"]
+    env = {e["name"]: e for e in cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["WANDB_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": JOB_SECRETS, "key": "wandb"}}
+    assert env["HF_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
+    (hook,) = [r for r in result.resources if r["type"] == "pulumi-python:dynamic:RayJob"]
+    assert "WANDB_API_KEY" not in json.dumps(hook) and hook["inputs"]["runtime_env"] == {}
+    # Pods that read the Secret start after it.
+    assert any(dep.endswith("vision-job-secrets") for dep in result.dependencies[
+        next(r["urn"] for r in result.resources if r["type"] == "kubernetes:ray.io/v1:RayCluster")])
+
+
+def test_a_secret_in_plain_text_fails_before_anything_is_declared(tmp_path: Path) -> None:
+    stack = tmp_path / "Pulumi.vision-local.yaml"
+    stack.write_text(SECRET_ENV_STACK % "my-wandb-key")
+    with pytest.raises(ConfigError) as err:
+        render.render_stack(stack)
+    assert "ray-platform:secrets.wandb: got '<a plain value, not shown>'; a secret given in plain text" in str(err.value)
+    assert "my-wandb-key" not in str(err.value)
