@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.by_hand import HANDWRITTEN, KINDS, settings_for
+from bench.by_hand import HANDWRITTEN, KINDS, example_job, settings_for
 from jobs.common import JOB_NAMES
 
 
@@ -33,3 +33,9 @@ def test_settings_keep_each_run_apart() -> None:
     assert infer[0] != infer[1] and all(p.startswith("/tmp/rpb-x/storage/") for p in infer)
     serve = settings_for(cluster, "serve", "m")
     assert serve["route_prefix"] == f"/{serve['app_name']}" and serve["model_name"] == "m"
+
+
+def test_the_example_team_job_is_the_teams_own_entrypoint_and_code() -> None:
+    job = example_job()
+    assert job.work.entrypoint and job.work.code is not None and job.work.code.path
+    assert job.work.entrypoint.startswith("python -m embeddings.")
