@@ -20,9 +20,11 @@ from jobs.common import JOBS_DIR
 
 # Where a job's code path is resolved when the caller names no stack file: the project's stacks/.
 DEFAULT_STACK_DIR = JOBS_DIR.parent / "stacks"
-# The settings of a team's Serve app: where Serve listens, should the app be the one to start it
-# (launcher/serve.py). Its deployments' scale and resources are the app's own (its code, serve.args).
-SERVE_APP_SETTINGS = ("http_host", "http_port")
+# The settings of a team's Serve app (launcher/serve.py): where Serve listens, should the app be the
+# one to start it, and its ingress deployment's scale, as for the built-in serve job.
+SERVE_APP_SCALE = ("num_replicas", "min_replicas", "max_replicas", "target_ongoing_requests", "num_cpus", "num_gpus",
+                   "max_ongoing_requests")
+SERVE_APP_SETTINGS = ("http_host", "http_port", *SERVE_APP_SCALE)
 # Keys of runtimeEnv the platform sets from `code`.
 PLATFORM_RUNTIME_ENV = ("working_dir", "py_modules")
 
@@ -246,6 +248,26 @@ def _check_settings(p: Problems, node: Node, work: WorkConfig, settings: Mapping
             p.bad(f"{node.key('settings')}.{key}", settings[key],
                   f"not a setting of a Serve app; allowed: {', '.join(SERVE_APP_SETTINGS)} (the app's own "
                   "parameters go in serve.args)")
+        _check_serve_scale(p, node, settings)
+
+
+def _check_serve_scale(p: Problems, node: Node, settings: Mapping[str, Any]) -> None:
+    path = node.key("settings")
+    for key in SERVE_APP_SCALE:
+        value = settings.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            p.bad(f"{path}.{key}", value, "expected a number >= 0")
+    if settings.get("num_replicas") is not None and settings.get("max_replicas") is not None:
+        p.bad(f"{path}.num_replicas", settings["num_replicas"], "either num_replicas (fixed) or min/max_replicas "
+                                                                "(autoscaling), not both")
+    for key in ("min_replicas", "target_ongoing_requests"):
+        if settings.get(key) is not None and settings.get("max_replicas") is None:
+            p.bad(f"{path}.{key}", settings[key], "needs max_replicas (autoscaling)")
+    if node.data.get("submission") == "kuberay":
+        for key in sorted(set(settings) & set(SERVE_APP_SCALE)):
+            p.bad(f"{path}.{key}", settings[key], "not with submission: kuberay: KubeRay deploys the Serve config, "
+                                                  "whose deployment options name deployments of the team's app; "
+                                                  "scale it in its code or through serve.args")
 
 
 def _parse_job(p: Problems, node: Node, clusters: Mapping[str, RayClusterConfig], stack_dir: Path,
