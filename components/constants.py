@@ -29,6 +29,19 @@ TEAM_LABEL = f"{LABEL_PREFIX}/team"
 ENVIRONMENT_TAG = f"{PROJECT}/environment"
 ROLE_SYSTEM = "system"
 ROLE_GPU = "gpu"
+# The CPU pool Ray heads and CPU workers run on, apart from the add-ons on the system nodes.
+ROLE_CPU = "cpu"
+
+# Karpenter finds the platform's subnets and security group by this tag (value: the cluster name).
+KARPENTER_DISCOVERY_TAG = "karpenter.sh/discovery"
+# Why a spot GPU pool has no on-demand fallback, where reviewers and the policy pack read it: an
+# annotation on its Karpenter NodePool, a tag on its managed node group.
+NO_FALLBACK_ANNOTATION = f"{LABEL_PREFIX}/no-on-demand-fallback"
+NO_FALLBACK_TAG = f"{PROJECT}/no-on-demand-fallback"
+# Pod annotations that keep a pod's node from voluntary disruption: Karpenter's consolidation,
+# drift and expiry, and the Cluster Autoscaler's scale-down. Every Ray head carries both.
+DO_NOT_DISRUPT_ANNOTATION = "karpenter.sh/do-not-disrupt"
+SAFE_TO_EVICT_ANNOTATION = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 
 # Ray ports (KubeRay defaults) that team NetworkPolicies guard.
 RAY_GCS_PORT = 6379

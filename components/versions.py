@@ -43,6 +43,12 @@ KUEUE_CHART = "kueue"
 KUEUE_CHART_VERSION = KUEUE_VERSION.removeprefix("v")
 KUEUE_CHART_REPO = "oci://registry.k8s.io/kueue/charts"
 KUEUE_IMAGE_REPOSITORY = "registry.k8s.io/kueue/kueue"
+# Karpenter (capacity.provisioner: karpenter): the controller chart and its CRD chart, released
+# together; the chart installs no CRDs of its own here (skipCrds), the CRD chart owns them.
+KARPENTER_VERSION = "1.13.0"
+KARPENTER_CHART = "karpenter"
+KARPENTER_CRD_CHART = "karpenter-crd"
+KARPENTER_CHART_REPO = "oci://public.ecr.aws/karpenter"
 
 # Observability. kube-prometheus-stack 78.5.0 ships prometheus-operator v0.86.1; Helm installs
 # its CRDs on first install only (docs/observability.md, "Upgrading the monitoring stack").

@@ -11,8 +11,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from components.constants import (
-    EKS_TAINT_EFFECT, ENVIRONMENT_TAG, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_KEY, KUEUE_GROUP, QUEUE_NAME_LABEL,
-    RAY_CLIENT_PORT, RAY_DASHBOARD_PORT, RAY_GCS_PORT, RAY_GROUP, RAY_SERVE_PORT, TEAM_LABEL,
+    DO_NOT_DISRUPT_ANNOTATION, EKS_TAINT_EFFECT, ENVIRONMENT_TAG, GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT,
+    GPU_TAINT_KEY, KUEUE_GROUP, NO_FALLBACK_ANNOTATION, NO_FALLBACK_TAG, QUEUE_NAME_LABEL, RAY_CLIENT_PORT,
+    RAY_DASHBOARD_PORT, RAY_GCS_PORT, RAY_GROUP, RAY_SERVE_PORT, SAFE_TO_EVICT_ANNOTATION, TEAM_LABEL,
 )
 
 Props = Mapping[str, Any]
@@ -25,6 +26,8 @@ INTERNAL_LB_ANNOTATIONS = {
     "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
 }
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
+CAPACITY_TYPE_LABEL = "karpenter.sh/capacity-type"
 SPOT_SHARE_MIN = 0.25
 MAX_GPU_NODES = 32
 
@@ -79,6 +82,60 @@ def gpu_pool_tainted(type_: str, props: Props) -> list[str]:
     if not any(t.get("key") == GPU_TAINT_KEY and t.get("effect") == EKS_TAINT_EFFECT for t in taints):
         return [f"GPU node group without the {GPU_TAINT_KEY}:NoSchedule taint"]
     return []
+
+
+def _template(props: Props) -> Mapping[str, Any]:
+    return ((props.get("spec") or {}).get("template") or {})
+
+
+def _is_gpu_node_pool(props: Props) -> bool:
+    return ((_template(props).get("metadata") or {}).get("labels") or {}).get(GPU_NODE_LABEL) == "true"
+
+
+def _capacity_types(props: Props) -> list[str]:
+    for req in (_template(props).get("spec") or {}).get("requirements") or []:
+        if req.get("key") == CAPACITY_TYPE_LABEL and req.get("operator") == "In":
+            return list(req.get("values") or [])
+    return ["spot", "on-demand"]  # Karpenter's default when a NodePool does not say
+
+
+def gpu_node_pools_tainted_and_limited(type_: str, props: Props) -> list[str]:
+    """Every GPU Karpenter NodePool taints its nodes nvidia.com/gpu:NoSchedule and limits nvidia.com/gpu."""
+    if type_ != NODE_POOL or not _is_gpu_node_pool(props):
+        return []
+    problems = []
+    taints = (_template(props).get("spec") or {}).get("taints") or []
+    if not any(t.get("key") == GPU_TAINT_KEY and t.get("effect") == GPU_TAINT_EFFECT for t in taints):
+        problems.append(f"GPU NodePool {_name(props)} without the {GPU_TAINT_KEY}:NoSchedule taint")
+    if not ((props.get("spec") or {}).get("limits") or {}).get(GPU_RESOURCE):
+        problems.append(f"GPU NodePool {_name(props)} has no {GPU_RESOURCE} limit: it could grow without bound")
+    return problems
+
+
+def spot_gpu_pools_fall_back(type_: str, props: Props) -> list[str]:
+    """A spot GPU pool falls back to on-demand, or says why not (NodePool annotation, node group tag)."""
+    if type_ == NODE_POOL and _is_gpu_node_pool(props):
+        reason = ((props.get("metadata") or {}).get("annotations") or {}).get(NO_FALLBACK_ANNOTATION)
+        if _capacity_types(props) == ["spot"] and not reason:
+            return [f"spot-only GPU NodePool {_name(props)}: allow on-demand as fallback or give the reason in "
+                    f"the annotation {NO_FALLBACK_ANNOTATION}"]
+    if type_ == NODE_GROUP and props.get("capacityType") == "SPOT" and (props.get("taints") or []):
+        if not (props.get("tags") or {}).get(NO_FALLBACK_TAG):
+            return [f"spot GPU node group without an on-demand fallback and no reason in the tag {NO_FALLBACK_TAG}"]
+    return []
+
+
+def ray_heads_not_disrupted(type_: str, props: Props) -> list[str]:
+    """Ray heads carry karpenter.sh/do-not-disrupt and the Cluster Autoscaler's safe-to-evict: "false"."""
+    problems = []
+    wanted = {DO_NOT_DISRUPT_ANNOTATION: "true", SAFE_TO_EVICT_ANNOTATION: "false"}
+    for spec in ray_cluster_specs(type_, props):
+        template = (spec.get("headGroupSpec") or {}).get("template") or {}
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        missing = {k: v for k, v in wanted.items() if annotations.get(k) != v}
+        if missing:
+            problems.append(f"{_name(props)}: head pod may be disrupted voluntarily; annotate it {missing}")
+    return problems
 
 
 def ray_gpu_groups_tolerate_and_request(type_: str, props: Props) -> list[str]:
@@ -243,21 +300,26 @@ def queued_namespaces_name_queues(resources: list[Resource]) -> list[str]:
 # --------------------------------------------------------------------------- advisory (cost)
 
 
-def _gpu_pools(resources: list[Resource]) -> list[Props]:
-    return [p for t, p in resources if t == NODE_GROUP and (p.get("taints") or [])]
+def _gpu_pools(resources: list[Resource]) -> list[tuple[int, bool]]:
+    """(max nodes, may run spot) of every GPU pool, node group or NodePool."""
+    pools = [((p.get("scalingConfig") or {}).get("maxSize", 0), p.get("capacityType") == "SPOT")
+             for t, p in resources if t == NODE_GROUP and (p.get("taints") or [])]
+    pools += [(int(((p.get("spec") or {}).get("limits") or {}).get("nodes", 0)), "spot" in _capacity_types(p))
+              for t, p in resources if t == NODE_POOL and _is_gpu_node_pool(p)]
+    return pools
 
 
 def spot_share(resources: list[Resource]) -> list[str]:
     pools = _gpu_pools(resources)
-    total = sum((p.get("scalingConfig") or {}).get("maxSize", 0) for p in pools)
-    spot = sum((p.get("scalingConfig") or {}).get("maxSize", 0) for p in pools if p.get("capacityType") == "SPOT")
+    total = sum(size for size, _ in pools)
+    spot = sum(size for size, may_spot in pools if may_spot)
     if total and spot / total < SPOT_SHARE_MIN:
         return [f"only {spot}/{total} GPU nodes can be spot; consider a spot pool for interruptible work"]
     return []
 
 
 def max_gpu_nodes(resources: list[Resource]) -> list[str]:
-    total = sum((p.get("scalingConfig") or {}).get("maxSize", 0) for p in _gpu_pools(resources))
+    total = sum(size for size, _ in _gpu_pools(resources))
     if total > MAX_GPU_NODES:
         return [f"GPU pools can grow to {total} nodes (> {MAX_GPU_NODES}); check the budget"]
     return []
@@ -265,6 +327,9 @@ def max_gpu_nodes(resources: list[Resource]) -> list[str]:
 
 RESOURCE_RULES = {
     "gpu-node-pools-tainted": gpu_pool_tainted,
+    "gpu-karpenter-node-pools-tainted-and-limited": gpu_node_pools_tainted_and_limited,
+    "spot-gpu-pools-fall-back-to-on-demand": spot_gpu_pools_fall_back,
+    "ray-heads-not-disrupted": ray_heads_not_disrupted,
     "ray-gpu-groups-tolerate-and-request-gpus": ray_gpu_groups_tolerate_and_request,
     "no-public-ray-endpoints": no_public_ray_endpoints,
     "container-images-pinned": images_pinned,

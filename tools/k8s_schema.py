@@ -8,6 +8,7 @@ missing required fields, kinds the API server does not know.
 * ray.io kinds use the real KubeRay CRDs (the release pinned in
   components/versions.py), turned into strict JSON Schemas.
 * kueue.x-k8s.io kinds use the real Kueue CRDs of KUEUE_VERSION, the same way.
+* karpenter.sh and karpenter.k8s.aws kinds use the real Karpenter CRDs of KARPENTER_VERSION, the same way.
 * Any other custom kind needs its CRD file passed in `extra_crds`; otherwise it
   is reported as unknown, unless the caller opts out with `allow_unknown_kinds`.
 
@@ -37,11 +38,12 @@ from kubernetes_validate.utils import all_versions, major_minor, schema_contents
 from packaging.version import Version
 from referencing import Registry, Resource
 
-from components.versions import DEFAULT_EKS_VERSION, KUBERAY_VERSION, KUEUE_VERSION
+from components.versions import DEFAULT_EKS_VERSION, KARPENTER_VERSION, KUBERAY_VERSION, KUEUE_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERAY_CRDS_ENV = "RAY_PLATFORM_KUBERAY_CRDS"
 KUEUE_CRDS_ENV = "RAY_PLATFORM_KUEUE_CRDS"
+KARPENTER_CRDS_ENV = "RAY_PLATFORM_KARPENTER_CRDS"
 RAY_GROUP = "ray.io"
 # KubeRay derives Service and Pod names from the RayCluster name, so it only
 # accepts a DNS-1035 label (validateRayClusterMetadata in the operator).
@@ -54,20 +56,26 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 PathSegment = str | int
 
 
-def kuberay_crd_dir() -> Path:
-    """Where the pinned KubeRay CRDs live: $RAY_PLATFORM_KUBERAY_CRDS or shared/ beside the repo."""
-    override = os.environ.get(KUBERAY_CRDS_ENV)
+def _shared_crd_dir(env: str, name: str, version: str) -> Path:
+    override = os.environ.get(env)
     if override:
         return Path(override)
-    return ROOT / ".." / "shared" / "kuberay-crds" / f"v{KUBERAY_VERSION}"
+    return ROOT / ".." / "shared" / name / f"v{version}"
+
+
+def kuberay_crd_dir() -> Path:
+    """Where the pinned KubeRay CRDs live: $RAY_PLATFORM_KUBERAY_CRDS or shared/ beside the repo."""
+    return _shared_crd_dir(KUBERAY_CRDS_ENV, "kuberay-crds", KUBERAY_VERSION)
+
+
+def karpenter_crd_dir() -> Path:
+    """Where the pinned Karpenter CRDs live: $RAY_PLATFORM_KARPENTER_CRDS or shared/ beside the repo."""
+    return _shared_crd_dir(KARPENTER_CRDS_ENV, "karpenter-crds", KARPENTER_VERSION)
 
 
 def kueue_crd_dir() -> Path:
     """Where the pinned Kueue CRDs live: $RAY_PLATFORM_KUEUE_CRDS or shared/ beside the repo."""
-    override = os.environ.get(KUEUE_CRDS_ENV)
-    if override:
-        return Path(override)
-    return ROOT / ".." / "shared" / "kueue-crds" / KUEUE_VERSION
+    return _shared_crd_dir(KUEUE_CRDS_ENV, "kueue-crds", KUEUE_VERSION.removeprefix("v"))
 
 
 def core_schema_version(k8s_version: str) -> str:
@@ -228,9 +236,11 @@ def _crd_index(files: tuple[Path, ...]) -> dict[tuple[str, str], dict[str, CrdVe
 
 
 def crd_index(extra_crds: Sequence[Path] = ()) -> dict[tuple[str, str], dict[str, CrdVersion]]:
-    """(group, kind) -> version -> CrdVersion, from the KubeRay and Kueue CRDs plus `extra_crds` (files or dirs)."""
-    pinned = ((kuberay_crd_dir(), KUBERAY_CRDS_ENV, "ray.io_*.yaml"), (kueue_crd_dir(), KUEUE_CRDS_ENV,
-                                                                         "kueue.x-k8s.io_*.yaml"))
+    """(group, kind) -> version -> CrdVersion, from the KubeRay, Kueue and Karpenter CRDs plus `extra_crds`
+    (files or dirs)."""
+    pinned = ((kuberay_crd_dir(), KUBERAY_CRDS_ENV, "ray.io_*.yaml"),
+              (kueue_crd_dir(), KUEUE_CRDS_ENV, "kueue.x-k8s.io_*.yaml"),
+              (karpenter_crd_dir(), KARPENTER_CRDS_ENV, "karpenter.sh_*.yaml and karpenter.k8s.aws_*.yaml"))
     for folder, env, files in pinned:
         if not folder.is_dir():
             raise FileNotFoundError(f"CRDs not found at {folder}; set {env} to the folder holding {files}")

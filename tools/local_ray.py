@@ -69,6 +69,37 @@ def dashboard_ready(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def node_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a local Ray node's processes, as the Ray image's: entrypoints and hooks
+    say `python ...` and `ray ...`, so this environment's interpreter comes first on PATH (local
+    jobs find ray, torch and the jobs package)."""
+    bin_dir = Path(sys.executable).parent
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", **(extra or {})}
+
+
+def start_worker(head: LocalRay, instance_id: str, num_cpus: int = 1) -> int:
+    """Join one more Ray node to `head` (`ray start --address`), as a KubeRay worker pod would, and
+    return its pid (its own session: `stop_node`/`kill_node` end it alone, never `ray stop`).
+
+    RAY_CLOUD_INSTANCE_ID is what KubeRay sets in a worker pod (the pod's name) and Ray records as
+    the node's instance id; a node is found by it, as the pod's drain hook finds its own.
+    """
+    ray_bin = Path(sys.executable).parent / "ray"
+    ports = [free_port() for _ in range(6)]
+    cmd = [
+        str(ray_bin), "start", f"--address={head.gcs_address}", "--block", "--node-ip-address=127.0.0.1",
+        f"--node-manager-port={ports[0]}", f"--object-manager-port={ports[1]}", f"--metrics-export-port={ports[2]}",
+        f"--dashboard-agent-listen-port={ports[3]}", f"--dashboard-agent-grpc-port={ports[4]}",
+        f"--runtime-env-agent-port={ports[5]}", f"--num-cpus={num_cpus}", "--num-gpus=0", "--disable-usage-stats",
+    ]
+    log = open(Path(head.temp_dir) / f"ray-start-{instance_id}.log", "w")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, cwd=head.temp_dir,
+                            env=node_env({"RAY_CLOUD_INSTANCE_ID": instance_id}))
+    return proc.pid
+
+
 def start_head(temp_dir: Path, num_cpus: int = 2, log_path: Path | None = None,
                ready_timeout: float = 90.0) -> LocalRay:
     """Start `ray start --head --block` in its own process group and wait for the dashboard.
@@ -102,14 +133,11 @@ def start_head(temp_dir: Path, num_cpus: int = 2, log_path: Path | None = None,
         "--include-dashboard=true",
     ]
     log = open(log_path or temp_dir / "ray-start.log", "w")  # noqa: SIM115 - handed to the child
-    # Job entrypoints say `python ...`, as they do in the cluster image: put this
-    # environment's interpreter first so local jobs find ray, torch and the jobs package.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
-           "PATH": f"{ray_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           # No flags exist for these two; with the defaults (44217, 44227) the second head
-           # on a machine silently exports no autoscaler or dashboard metrics.
-           "AUTOSCALER_METRIC_PORT": str(autoscaler_metrics),
-           "DASHBOARD_METRIC_PORT": str(dashboard_metrics)}
+    env = node_env({
+        # No flags exist for these two; with the defaults (44217, 44227) the second head
+        # on a machine silently exports no autoscaler or dashboard metrics.
+        "AUTOSCALER_METRIC_PORT": str(autoscaler_metrics),
+        "DASHBOARD_METRIC_PORT": str(dashboard_metrics)})
     # Started outside the checkout: job drivers inherit this directory, and from the repo
     # root `python -m jobs.x` would import the working tree instead of the shipped package.
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -150,23 +178,35 @@ def stop_head(head: LocalRay, grace: float = 5.0) -> None:
     Workers outside the process group exit on their own once the raylet is gone, usually
     within seconds; whatever has not by the deadline is killed, so nothing outlives `down`.
     """
-    try:
-        os.killpg(head.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+    stop_node(head.pid, grace)
+
+
+def kill_node(pid: int) -> None:
+    """A node lost at once (a reclaimed instance, a kernel panic): SIGKILL every process of its session."""
+    stop_node(pid, grace=0.0)
+
+
+def stop_node(pid: int, grace: float = 5.0) -> None:
+    """SIGTERM the node's process group (as the kubelet stops a Ray container), then SIGKILL what is
+    left of its session after `grace` seconds; `grace` 0 kills at once."""
+    if grace > 0:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         try:
-            os.killpg(head.pid, 0)
+            os.killpg(pid, 0)
         except ProcessLookupError:
-            if not session_processes(head.pid):
+            if not session_processes(pid):
                 break
         time.sleep(0.2)
     try:
-        os.killpg(head.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    left = session_processes(head.pid)
+    left = session_processes(pid)
     for proc in left:
         try:
             proc.kill()
@@ -175,7 +215,7 @@ def stop_head(head: LocalRay, grace: float = 5.0) -> None:
     psutil.wait_procs(left, timeout=grace)
     # Reap the direct child when it is ours, so no zombie outlives the session.
     try:
-        os.waitpid(head.pid, os.WNOHANG)
+        os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
 

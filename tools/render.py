@@ -152,7 +152,8 @@ class PlatformMocks(mocks.Mocks):
             state.update(
                 endpoint=f"https://{args.name}.gr7.{self.region}.eks.amazonaws.com",
                 certificateAuthority={"data": base64.b64encode(b"mock-ca").decode()},
-                identities=[{"oidcs": [{"issuer": issuer}]}])
+                identities=[{"oidcs": [{"issuer": issuer}]}],
+                vpcConfig={**state.get("vpcConfig", {}), "clusterSecurityGroupId": f"sg-{args.name}"})
         elif typ == "aws:eks/nodeGroup:NodeGroup":
             state.setdefault("nodeGroupName", f"{state.get('nodeGroupNamePrefix', '')}{args.name}")
             state["resources"] = [{"autoscalingGroups": [{"name": f"eks-{args.name}-asg"}]}]

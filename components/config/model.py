@@ -12,17 +12,14 @@ from typing import Any
 
 from components.config.queue_model import Queueing, QueuesConfig, TeamQueueConfig
 from components.config.work import ClusterRuntime, JobResources, WorkConfig
+from components.config.pools import (  # noqa: F401 - the pool model's names, also read from here
+    CAPACITY_TYPES, GPU_AMI_TYPES, GPU_INSTANCE_FAMILIES, CapacityConfig, GpuPoolConfig, SystemNodesConfig,
+)
 from components.versions import DEFAULT_EKS_VERSION
 from jobs.common import JOB_NAMES
 
 LAYERS = ("platform", "team")
 PROVIDERS = ("eks", "existing")
-CAPACITY_TYPES = ("ON_DEMAND", "SPOT")
-GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA",
-                 "BOTTLEROCKET_ARM_64_NVIDIA")  # managed node group AMIs with the NVIDIA driver and toolkit
-# Instance families with NVIDIA GPUs; a typo such as "m5.xlarge" in a GPU pool is caught here.
-GPU_INSTANCE_FAMILIES = ("g4dn", "g5", "g5g", "g6", "g6e", "gr6", "p3", "p4d", "p4de", "p5", "p5e",
-                         "p5en", "p6")
 CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
 NAT_MODES = ("single", "perAz")
 JOB_KINDS = JOB_NAMES  # a job's kind is the module jobs.<kind> it runs
@@ -104,29 +101,6 @@ class NetworkConfig:
     @property
     def uses_existing_vpc(self) -> bool:
         return self.existing_vpc_id is not None
-
-
-@dataclass(frozen=True)
-class SystemNodesConfig:
-    instance_types: tuple[str, ...] = ("m6i.large",)
-    min_size: int = 2
-    desired_size: int = 2
-    max_size: int = 4
-    disk_size_gib: int = 50
-
-
-@dataclass(frozen=True)
-class GpuPoolConfig:
-    name: str
-    instance_types: tuple[str, ...]
-    capacity_type: str = "ON_DEMAND"
-    min_size: int = 0
-    desired_size: int = 0
-    max_size: int = 2
-    ami_type: str = "AL2023_x86_64_NVIDIA"
-    disk_size_gib: int = 200
-    gpus_per_node: int = 1
-    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -221,6 +195,7 @@ class PlatformConfig:
     grafana_admin_password: str | None = None
     sources: SourcesConfig = SourcesConfig()
     queues: QueuesConfig | None = None
+    capacity: CapacityConfig = CapacityConfig()
 
     @property
     def is_eks(self) -> bool:

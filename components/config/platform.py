@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import replace
 
 from components.config.model import (
     ARN, CAPACITY_TYPES, CLOUDWATCH_RETENTION_DAYS, CONTROL_PLANE_LOG_TYPES, DNS1123, DNS_LABEL_MAX, GPU_AMI_TYPES,
@@ -12,6 +13,8 @@ from components.config.model import (
     ObservabilityConfig, PlatformConfig, PrometheusConfig, SourcesConfig, SystemNodesConfig,
 )
 from components.config.queues import parse_platform_queues
+from components.config.capacity import parse_capacity, parse_consolidation, parse_fallback
+from components.config.pools import IAM_ROLE_NAME_MAX, NODE_ROLE_SUFFIX
 from components.config.reader import MISSING, Node, Problems, check_dns, check_range, check_unique, ns
 from components.constants import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, LABEL_PREFIX, NODE_POOL_LABEL
 from components.versions import EKS_VERSIONS
@@ -127,10 +130,11 @@ def _parse_cluster(p: Problems, root: Node, environment: str | None) -> ClusterC
 
 
 # What an EKS pool's node group is made of; an existing cluster's GPU nodes exist already.
-EKS_POOL_KEYS = ("instanceTypes", "capacityType", "minSize", "desiredSize", "amiType", "diskSizeGiB")
+EKS_POOL_KEYS = ("instanceTypes", "capacityType", "minSize", "desiredSize", "amiType", "diskSizeGiB",
+                 "onDemandFallback", "noFallbackReason", "consolidationPolicy")
 
 
-def _parse_gpu_pool(p: Problems, node: Node, provider: str | None) -> GpuPoolConfig:
+def _parse_gpu_pool(p: Problems, node: Node, provider: str | None, provisioner: str) -> GpuPoolConfig:
     name = node.str("name", MISSING, "g5-ondemand")
     check_dns(p, node.key("name"), name, 40, "GPU pool name")
     labels = node.str_map("labels")
@@ -157,9 +161,13 @@ def _parse_gpu_pool(p: Problems, node: Node, provider: str | None) -> GpuPoolCon
         if it.split(".")[0] not in GPU_INSTANCE_FAMILIES:
             p.bad(f"{node.key('instanceTypes')}[{i}]", it,
                   f"not an NVIDIA GPU instance type; families: {', '.join(GPU_INSTANCE_FAMILIES)}")
+    capacity_type = node.str("capacityType", GpuPoolConfig.capacity_type, choices=CAPACITY_TYPES)
+    fallback, no_fallback_reason = parse_fallback(node, capacity_type, provisioner)
     cfg = GpuPoolConfig(
         name=name, instance_types=instance_types,
-        capacity_type=node.str("capacityType", GpuPoolConfig.capacity_type, choices=CAPACITY_TYPES),
+        capacity_type=capacity_type,
+        on_demand_fallback=fallback, no_fallback_reason=no_fallback_reason,
+        consolidation_policy=parse_consolidation(node, provisioner),
         min_size=node.int("minSize", GpuPoolConfig.min_size, minimum=0),
         desired_size=node.int("desiredSize", GpuPoolConfig.desired_size, minimum=0),
         max_size=node.int("maxSize", GpuPoolConfig.max_size, minimum=1),
@@ -177,7 +185,9 @@ def parse_platform(p: Problems, root: Node, stack: str, environment: str | None,
                     aws_region: str | None) -> PlatformConfig | None:
     cluster = _parse_cluster(p, root, environment)
     network = _parse_network(p, root)
-    pools = tuple(_parse_gpu_pool(p, n, cluster.provider if cluster else None) for n in root.children("gpuPools"))
+    provider = cluster.provider if cluster else None
+    capacity = parse_capacity(p, root, provider, environment)
+    pools = tuple(_parse_gpu_pool(p, n, provider, capacity.provisioner) for n in root.children("gpuPools"))
     check_unique(p, ns("gpuPools"), [pool.name for pool in pools], "duplicates gpuPools[{first}].name")
     addons_node = root.child("addons")
     addons = AddonsConfig()
@@ -186,7 +196,13 @@ def parse_platform(p: Problems, root: Node, stack: str, environment: str | None,
             cluster_autoscaler=addons_node.bool("clusterAutoscaler", AddonsConfig.cluster_autoscaler),
             nvidia_device_plugin=addons_node.bool("nvidiaDevicePlugin", AddonsConfig.nvidia_device_plugin),
         )
+        if capacity.uses_karpenter and addons_node.data.get("clusterAutoscaler") is True:
+            p.bad(f"{ns('addons')}.clusterAutoscaler", True,
+                  "Karpenter provisions the nodes (capacity.provisioner: karpenter); the Cluster Autoscaler would "
+                  "fight it over them: leave it unset or false")
         addons_node.done()
+    if capacity.uses_karpenter:
+        addons = replace(addons, cluster_autoscaler=False)
     kr_node = root.child("kuberay")
     kuberay = KubeRayConfig()
     if kr_node is not None:
@@ -205,6 +221,10 @@ def parse_platform(p: Problems, root: Node, stack: str, environment: str | None,
     queues = parse_platform_queues(p, root, pools)
     if cluster is None:
         return None
+    if capacity.uses_karpenter and cluster.name and len(cluster.name) > IAM_ROLE_NAME_MAX - len(NODE_ROLE_SUFFIX):
+        p.bad(f"{ns('cluster')}.name", cluster.name,
+              f"with Karpenter at most {IAM_ROLE_NAME_MAX - len(NODE_ROLE_SUFFIX)} characters: the node role is "
+              f"named <cluster>{NODE_ROLE_SUFFIX} (IAM: 64 at most)")
     if cluster.provider == "eks":
         if not aws_region:
             p.missing("aws:region", "us-west-2")
@@ -224,7 +244,8 @@ def parse_platform(p: Problems, root: Node, stack: str, environment: str | None,
     return PlatformConfig(stack=stack, environment=environment or "", cluster=cluster, network=network,
                           gpu_pools=pools, addons=addons, kuberay=kuberay, aws_region=aws_region,
                           kubeconfig=kubeconfig, observability=observability,
-                          grafana_admin_password=grafana_admin_password, sources=sources, queues=queues)
+                          grafana_admin_password=grafana_admin_password, sources=sources, queues=queues,
+                          capacity=capacity)
 
 
 def _parse_sources(root: Node) -> SourcesConfig:

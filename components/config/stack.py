@@ -18,7 +18,7 @@ from components.config.team import parse_team_stack
 from components.constants import PROJECT
 
 PLATFORM_KEYS = ("layer", "environment", "cluster", "network", "gpuPools", "addons", "kuberay", "kubeconfig",
-                 "observability", "grafanaAdminPassword", "sources", "queues")
+                 "observability", "grafanaAdminPassword", "sources", "queues", "capacity")
 TEAM_KEYS = ("layer", "environment", "platformStack", "team", "rayClusters", "jobs", "dashboard",
              "redisPassword", "dashboardToken", "observability", "queue", "secrets")
 SECRET_KEYS = ("kubeconfig", "redisPassword", "dashboardToken", "grafanaAdminPassword")

@@ -109,12 +109,35 @@ def managed_node_group(name: str, parent: pulumi.Resource, *, disk_size_gib: int
     )
 
 
+@dataclass(frozen=True)
+class NodeGroupPlacement:
+    """Where a pool's managed node group goes: the cluster, its node role, the private subnets."""
+
+    cluster_name: pulumi.Input[str]
+    node_role_arn: pulumi.Input[str]
+    subnet_ids: pulumi.Input[list[str]]
+    kubernetes_version: str
+
+
+def pool_node_group(name: str, parent: pulumi.Resource, placement: NodeGroupPlacement, *, pool_name: str,
+                    disk_size_gib: int, sizes: tuple[int, int, int], replace_on_changes: list[str],
+                    **node_group_args: Any) -> aws.eks.NodeGroup:
+    """A pool's node group, named `<pool>-<random>` so a replacement is created before the old one goes."""
+    return managed_node_group(
+        name, parent, disk_size_gib=disk_size_gib, sizes=sizes, replace_on_changes=replace_on_changes,
+        cluster_name=placement.cluster_name, node_group_name_prefix=f"{pool_name}-",
+        node_role_arn=placement.node_role_arn, subnet_ids=placement.subnet_ids, version=placement.kubernetes_version,
+        tags={"ray-platform/pool": pool_name, **node_group_args.pop("tags", {})}, **node_group_args)
+
+
 class EksCluster(pulumi.ComponentResource):
     cluster_name: pulumi.Output[str]
     endpoint: pulumi.Output[str]
     oidc_provider_arn: pulumi.Output[str]
     oidc_issuer_url: pulumi.Output[str]
     node_role_arn: pulumi.Output[str]
+    # The security group EKS creates for the control plane and managed nodes.
+    cluster_security_group_id: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
     provider: k8s.Provider
     system_node_group: aws.eks.NodeGroup
@@ -210,6 +233,7 @@ class EksCluster(pulumi.ComponentResource):
         self.oidc_provider_arn = oidc.arn
         self.oidc_issuer_url = issuer
         self.node_role_arn = node_role.arn
+        self.cluster_security_group_id = cluster.vpc_config.cluster_security_group_id
         self.kubeconfig = pulumi.Output.secret(pulumi.Output.all(
             cluster.name, cluster.endpoint, cluster.certificate_authority.apply(lambda ca: ca.data),
         ).apply(lambda v: kubeconfig_document(v[0], v[1], v[2], args.region)))

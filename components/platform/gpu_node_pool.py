@@ -10,18 +10,15 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config.model import GpuPoolConfig
-from components.constants import EKS_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
-from components.platform.eks_cluster import managed_node_group
+from components.constants import EKS_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NO_FALLBACK_TAG
+from components.platform.eks_cluster import NodeGroupPlacement, pool_node_group
 from components.specs.gpu_nodes import CA_TEMPLATE_PREFIX, autoscaler_node_template_tags, pool_labels
 
 
 @dataclass(frozen=True)
 class GpuNodePoolArgs:
     config: GpuPoolConfig
-    cluster_name: pulumi.Input[str]
-    node_role_arn: pulumi.Input[str]
-    subnet_ids: pulumi.Input[list[str]]
-    kubernetes_version: str
+    placement: NodeGroupPlacement
 
 
 class GpuNodePool(pulumi.ComponentResource):
@@ -32,24 +29,18 @@ class GpuNodePool(pulumi.ComponentResource):
         super().__init__("ray-platform:index:GpuNodePool", name, None, opts)
         pool = args.config
         self.labels = pool_labels(pool)
-        self.node_group = managed_node_group(
-            f"{name}-ng", self, disk_size_gib=pool.disk_size_gib,
+        self.node_group = pool_node_group(
+            f"{name}-ng", self, args.placement, pool_name=pool.name, disk_size_gib=pool.disk_size_gib,
             sizes=(pool.min_size, pool.desired_size, pool.max_size),
-            # A new instance type list or AMI type needs a new group; the name prefix lets it
-            # be created before the old one goes.
+            # A new instance type list or AMI type needs a new group.
             replace_on_changes=["instanceTypes", "amiType", "capacityType"],
-            cluster_name=args.cluster_name,
-            node_group_name_prefix=f"{pool.name}-",
-            node_role_arn=args.node_role_arn,
-            subnet_ids=args.subnet_ids,
             instance_types=list(pool.instance_types),
             capacity_type=pool.capacity_type,
             ami_type=pool.ami_type,
-            version=args.kubernetes_version,
             labels=self.labels,
             taints=[aws.eks.NodeGroupTaintArgs(key=GPU_TAINT_KEY, value=GPU_TAINT_VALUE, effect=EKS_TAINT_EFFECT)],
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable_percentage=33),
-            tags={"ray-platform/pool": pool.name},
+            tags={NO_FALLBACK_TAG: pool.no_fallback_reason} if pool.no_fallback_reason else {},
         )
         asg_name = self.node_group.resources.apply(lambda rs: rs[0].autoscaling_groups[0].name)
         for key, value in sorted(autoscaler_node_template_tags(pool).items()):

@@ -10,14 +10,19 @@ import pulumi_kubernetes as k8s
 from components.platform.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.config.model import PlatformConfig
 from components.platform.block_storage import BlockStorage, BlockStorageArgs
-from components.platform.eks_cluster import SYSTEM_NODE_SELECTOR, EksAccess, EksCluster, EksClusterArgs
+from components.platform.cpu_node_pool import CpuNodePool, CpuNodePoolArgs
+from components.platform.eks_cluster import (
+    SYSTEM_NODE_SELECTOR, EksAccess, EksCluster, EksClusterArgs, NodeGroupPlacement,
+)
 from components.platform.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
+from components.platform.karpenter import Karpenter, KarpenterArgs
 from components.platform.kuberay_operator import KubeRayOperator, KubeRayOperatorArgs
 from components.platform.kueue import Kueue, KueueArgs
 from components.platform.network import Network, NetworkArgs
 from components.platform.nvidia_device_plugin import NvidiaDevicePlugin, NvidiaDevicePluginArgs
 from components.platform.observability import Observability, ObservabilityArgs
-from components.specs.gpu_nodes import gpu_taint, pool_labels
+from components.specs.gpu_nodes import cpu_pool_labels, gpu_taint, pool_labels
+from components.specs.karpenter import discovery_selector
 from components.specs.kueue import platform_outputs as queue_outputs
 from components.specs.monitoring import platform_outputs
 from components.versions import KUBERAY_VERSION, RAY_VERSION
@@ -35,6 +40,7 @@ def build_platform(cfg: PlatformConfig) -> dict[str, Any]:
         "gpuPools": [{
             "name": pool.name, "labels": pool_labels(pool), "instanceTypes": list(pool.instance_types),
             "gpusPerNode": pool.gpus_per_node, "capacityType": pool.capacity_type, "maxSize": pool.max_size,
+            "gpuLimit": pool.gpu_limit, "onDemandFallback": pool.on_demand_fallback,
         } for pool in cfg.gpu_pools],
         "kuberayVersion": KUBERAY_VERSION,
         "kuberayNamespace": cfg.kuberay.namespace,
@@ -84,24 +90,39 @@ def build_platform(cfg: PlatformConfig) -> dict[str, Any]:
 def _build_eks(cfg: PlatformConfig) -> tuple[k8s.Provider, dict[str, Any], EksAccess]:
     name = cfg.cluster.name
     region = cfg.aws_region or ""
-    network = Network(f"{name}-net", NetworkArgs(config=cfg.network, cluster_name=name))
+    capacity = cfg.capacity
+    # Karpenter finds the subnets to launch into by the platform's discovery tag.
+    network = Network(f"{name}-net", NetworkArgs(
+        config=cfg.network, cluster_name=name,
+        private_subnet_tags=discovery_selector(name) if capacity.uses_karpenter else {}))
     cluster = EksCluster(f"{name}", EksClusterArgs(
         config=cfg.cluster, region=region, environment=cfg.environment, vpc_id=network.vpc_id,
         private_subnet_ids=network.private_subnet_ids, public_subnet_ids=network.public_subnet_ids))
-    pools = [
-        GpuNodePool(f"{name}-{pool.name}", GpuNodePoolArgs(
-            config=pool, cluster_name=cluster.cluster_name, node_role_arn=cluster.node_role_arn,
-            subnet_ids=network.private_subnet_ids, kubernetes_version=cfg.cluster.kubernetes_version))
-        for pool in cfg.gpu_pools
-    ]
     access = EksAccess(region=region, cluster_name=cluster.cluster_name, oidc_provider_arn=cluster.oidc_provider_arn,
                        oidc_issuer_url=cluster.oidc_issuer_url)
-    if cfg.addons.cluster_autoscaler:
-        ClusterAutoscaler(f"{name}-autoscaler", ClusterAutoscalerArgs(
-            cluster_name=name, kubernetes_version=cfg.cluster.kubernetes_version, eks=access,
-            helm_repository=cfg.sources.helm_repository),
-            opts=pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}, depends_on=pools))
+    k8s_opts = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
+    pools: list[GpuNodePool] = []
+    if capacity.uses_karpenter:
+        Karpenter(f"{name}-karpenter", KarpenterArgs(
+            cluster_name=name, eks=access, cluster_security_group_id=cluster.cluster_security_group_id,
+            capacity=capacity, gpu_pools=cfg.gpu_pools, helm_repository=cfg.sources.helm_repository), opts=k8s_opts)
+    else:
+        placement = NodeGroupPlacement(cluster_name=cluster.cluster_name, node_role_arn=cluster.node_role_arn,
+                                       subnet_ids=network.private_subnet_ids,
+                                       kubernetes_version=cfg.cluster.kubernetes_version)
+        pools = [GpuNodePool(f"{name}-{pool.name}", GpuNodePoolArgs(config=pool, placement=placement))
+                 for pool in cfg.gpu_pools]
+        cpu_pool = CpuNodePool(f"{name}-{capacity.cpu_pool.name}",
+                               CpuNodePoolArgs(config=capacity.cpu_pool, placement=placement))
+        if cfg.addons.cluster_autoscaler:
+            ClusterAutoscaler(f"{name}-autoscaler", ClusterAutoscalerArgs(
+                cluster_name=name, kubernetes_version=cfg.cluster.kubernetes_version, eks=access,
+                helm_repository=cfg.sources.helm_repository),
+                opts=pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}, depends_on=[*pools, cpu_pool]))
     return cluster.provider, {
+        "provisioner": capacity.provisioner,
+        "cpuPool": {"name": capacity.cpu_pool.name, "labels": cpu_pool_labels(capacity.cpu_pool),
+                    "maxSize": capacity.cpu_pool.max_size},
         "kubeconfig": cluster.kubeconfig,
         "kubeContext": None,
         "endpoint": cluster.endpoint,

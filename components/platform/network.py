@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
@@ -14,6 +15,8 @@ from components.config.model import NetworkConfig
 class NetworkArgs:
     config: NetworkConfig
     cluster_name: str
+    # Extra tags on the private (node) subnets, such as the one Karpenter discovers them by.
+    private_subnet_tags: Mapping[str, str] = field(default_factory=dict)
 
 
 def subnet_cidrs(vpc_cidr: str, az_count: int) -> tuple[list[str], list[str]]:
@@ -41,15 +44,20 @@ class Network(pulumi.ComponentResource):
             self.vpc_id = pulumi.Output.from_input(cfg.existing_vpc_id or "")
             self.private_subnet_ids = pulumi.Output.from_input(list(cfg.existing_private_subnet_ids))
             self.public_subnet_ids = pulumi.Output.from_input(list(cfg.existing_public_subnet_ids))
+            # Subnets someone else owns: each tag is a resource of its own, removed again on destroy.
+            for i, subnet_id in enumerate(cfg.existing_private_subnet_ids):
+                for key, value in sorted(args.private_subnet_tags.items()):
+                    aws.ec2.Tag(f"{name}-private-{i}-{key.replace('/', '-').replace('.', '-')}",
+                                resource_id=subnet_id, key=key, value=value, opts=pulumi.ResourceOptions(parent=self))
         else:
-            self._create(name, cfg, args.cluster_name)
+            self._create(name, cfg, args.cluster_name, dict(args.private_subnet_tags))
         self.register_outputs({
             "vpcId": self.vpc_id,
             "privateSubnetIds": self.private_subnet_ids,
             "publicSubnetIds": self.public_subnet_ids,
         })
 
-    def _create(self, name: str, cfg: NetworkConfig, cluster_name: str) -> None:
+    def _create(self, name: str, cfg: NetworkConfig, cluster_name: str, private_tags: dict[str, str]) -> None:
         child = pulumi.ResourceOptions(parent=self)
         cluster_tag = {f"kubernetes.io/cluster/{cluster_name}": "shared"}
         vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=cfg.vpc_cidr, enable_dns_hostnames=True,
@@ -82,7 +90,8 @@ class Network(pulumi.ComponentResource):
                 nat_ids.append(nat.id)
             private = aws.ec2.Subnet(
                 f"{name}-private-{i}", vpc_id=vpc.id, cidr_block=private_cidrs[i], availability_zone=az,
-                tags={"Name": f"{name}-private-{i}", "kubernetes.io/role/internal-elb": "1", **cluster_tag},
+                tags={"Name": f"{name}-private-{i}", "kubernetes.io/role/internal-elb": "1", **cluster_tag,
+                      **private_tags},
                 opts=child)
             # A single NAT keeps dev cheap; perAz keeps an AZ outage from cutting egress elsewhere.
             private_rt = aws.ec2.RouteTable(

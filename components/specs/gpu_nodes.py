@@ -1,6 +1,6 @@
-"""What makes a node a GPU node of this platform, and what lets a DaemonSet run on one.
+"""What makes a node a GPU (or Ray CPU) node of this platform, and what lets a DaemonSet run on one.
 
-Labels and taint of a GPU pool's nodes (and the Cluster Autoscaler's picture of them while the
+Labels and taint of a GPU pool's nodes, the CPU pool's labels (and the Cluster Autoscaler's picture of them while the
 pool is at zero), and the placement of the GPU DaemonSets (NVIDIA device plugin, DCGM exporter).
 No Pulumi here: components/platform/gpu_node_pool.py and the Helm releases declare these.
 """
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.config.model import GpuPoolConfig
+from components.config.pools import CpuPoolConfig, GpuPoolConfig
 from components.constants import (
     GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL, NODE_ROLE_LABEL,
-    ROLE_GPU,
+    ROLE_CPU, ROLE_GPU, ROLE_SYSTEM,
 )
 
 CA_TEMPLATE_PREFIX = "k8s.io/cluster-autoscaler/node-template"
@@ -36,6 +36,26 @@ def pool_node_selector(pool: str) -> dict[str, str]:
 def pool_labels(pool: GpuPoolConfig) -> dict[str, str]:
     """Labels every node of the pool carries; RayCluster GPU groups select on NODE_POOL_LABEL."""
     return {**pool.labels, NODE_POOL_LABEL: pool.name, NODE_ROLE_LABEL: ROLE_GPU, GPU_NODE_LABEL: "true"}
+
+
+def cpu_pool_labels(pool: CpuPoolConfig) -> dict[str, str]:
+    """Labels of the CPU pool's nodes; Ray heads and CPU workers prefer the role, and nothing else
+    but the system and GPU nodes exist to keep them from."""
+    return {NODE_POOL_LABEL: pool.name, NODE_ROLE_LABEL: ROLE_CPU}
+
+
+def on_cpu_pool() -> dict[str, Any]:
+    """Off the system and GPU nodes, preferring the CPU pool: on EKS (either provisioner) that leaves
+    only the CPU pool; NotIn also matches unlabelled nodes, so an existing cluster's plain nodes serve."""
+    return {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": GPU_NODE_LABEL, "operator": "NotIn", "values": ["true"]},
+            {"key": NODE_ROLE_LABEL, "operator": "NotIn", "values": [ROLE_SYSTEM]},
+        ]}]},
+        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "preference": {"matchExpressions": [
+            {"key": NODE_ROLE_LABEL, "operator": "In", "values": [ROLE_CPU]},
+        ]}}],
+    }}
 
 
 def autoscaler_node_template_tags(pool: GpuPoolConfig) -> dict[str, str]:

@@ -4,10 +4,12 @@ No Pulumi here: the same dict is what `components/team/ray_cluster.py` hands to 
 the offline render writes, and what the tests validate against the pinned KubeRay CRD.
 Every field name below exists in the KubeRay v1.7.0 CRD (`ray.io_rayclusters.yaml`).
 
-Scheduling contract with the platform layer (constants shared with the GPU node pools):
+Scheduling contract with the platform layer (constants shared with the node pools):
 GPU worker groups tolerate the GPU taint and select the pool's label; everything without
-GPUs (head, CPU workers) is kept off GPU nodes by node affinity and, should it land on one
-anyway, sees no GPU because `NVIDIA_VISIBLE_DEVICES=void` hides them from the NVIDIA runtime.
+GPUs (head, CPU workers) runs on the CPU pool: node affinity keeps it off the system and GPU
+nodes and prefers the CPU role, and should it land on a GPU node anyway, it sees no GPU because
+`NVIDIA_VISIBLE_DEVICES=void` hides them from the NVIDIA runtime. Disruption safety (the head's
+annotations, the workers' drain hook) is components/specs/ray_disruption.py.
 
 Observability contract with the platform layer (the team opts in, RayClusterConfig.observability):
 the platform-dependent values (Prometheus and Grafana URLs, log group, region, IAM role) are
@@ -20,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from components.specs import log_shipping
+from components.specs import log_shipping, ray_disruption
 from components.specs.team_runtime import apply_team_runtime
 from components.config.fit import (
     AUTOSCALER_CONTAINER, LOG_SHIPPER_CONTAINER, RAY_HEAD_CONTAINER, RAY_WORKER_CONTAINER, ContainerSize,
@@ -31,7 +33,7 @@ from components.constants import (
     GPU_NODE_LABEL, GPU_RESOURCE, PART_OF_LABEL, PROJECT, RAY_CLIENT_PORT, RAY_DASHBOARD_PORT, RAY_GCS_PORT,
     RAY_METRICS_PORT, RAY_SERVE_PORT, TEAM_LABEL,
 )
-from components.specs.gpu_nodes import gpu_toleration, pool_node_selector
+from components.specs.gpu_nodes import gpu_toleration, on_cpu_pool, pool_node_selector
 from components.specs.queueing import ELASTIC_JOB_ANNOTATION, fixed_size, queue_labels
 from components.versions import RAY_IMAGE_CPU, RAY_IMAGE_GPU, RAY_VERSION
 
@@ -171,12 +173,6 @@ def _ray_container(size: ContainerSize, image: str, ports: list[dict[str, Any]])
     return container
 
 
-def off_gpu_nodes() -> dict[str, Any]:
-    # NotIn also matches nodes without the label, so this works on clusters whose CPU nodes
-    # carry no GPU label at all.
-    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": GPU_NODE_LABEL, "operator": "NotIn", "values": ["true"]}]},
-    ]}}}
 
 
 def _metrics_env(cluster: str) -> list[dict[str, Any]]:
@@ -212,7 +208,7 @@ def _pod_template(container: dict[str, Any], shm_size: str, gpus: int, gpu_pool:
         spec["tolerations"] = [gpu_toleration()]
         spec["nodeSelector"] = pool_node_selector(gpu_pool) if gpu_pool else {GPU_NODE_LABEL: "true"}
     else:
-        spec["affinity"] = off_gpu_nodes()
+        spec["affinity"] = on_cpu_pool()
     return {"metadata": {"labels": dict(labels)}, "spec": spec}
 
 
@@ -253,10 +249,12 @@ def head_group_spec(cfg: RayClusterConfig, labels: dict[str, str]) -> dict[str, 
         # exhausts its memory takes the whole cluster down with it.
         "num-cpus": "0",
     }
+    template = _pod_template(container, head.shm_size, 0, None, labels)
+    template["metadata"]["annotations"] = ray_disruption.head_annotations()
     group: dict[str, Any] = {
         "serviceType": "ClusterIP",
         "rayStartParams": params,
-        "template": _pod_template(container, head.shm_size, 0, None, labels),
+        "template": template,
     }
     apply_team_runtime(group["template"], cfg.runtime, None, HEAD_CONTAINER)
     _ship_logs(group["template"], containers)
@@ -271,9 +269,11 @@ def worker_group_spec(cfg: RayClusterConfig, group: WorkerGroupConfig, labels: d
     containers = worker_pod_containers(cfg, group)
     image = RAY_IMAGE_GPU if group.gpus else RAY_IMAGE_CPU
     container = _ray_container(_sized(containers, WORKER_CONTAINER), image, [_port("metrics", RAY_METRICS_PORT)])
+    container["lifecycle"] = ray_disruption.worker_lifecycle()
     template = _pod_template(container, group.shm_size, group.gpus, group.gpu_pool, labels)
     # Ray workers never call the Kubernetes API; only the head's autoscaler does.
     template["spec"]["automountServiceAccountToken"] = False
+    template["spec"]["terminationGracePeriodSeconds"] = ray_disruption.WORKER_TERMINATION_GRACE_SECONDS
     apply_team_runtime(template, cfg.runtime, group.name, WORKER_CONTAINER)
     _ship_logs(template, containers)
     # Admitted at a fixed size (an ephemeral RayJob's queued cluster): all of maxReplicas or nothing.

@@ -34,8 +34,9 @@ from components.config.fit import ephemeral_cluster, submitter_pod_containers
 from components.config.model import RAYJOB_DIGEST_CHARS, JobConfig, KubeRayJobConfig, RayClusterConfig
 from components.constants import METADATA_JOB_NAME, METADATA_KIND, RAY_CLUSTER_LABEL
 from components.specs.digest import spec_digest
+from components.specs.gpu_nodes import on_cpu_pool
 from components.specs.raycluster import (
-    API_VERSION, common_labels, container_security_context, guaranteed_resources, off_gpu_nodes, pod_security_context,
+    API_VERSION, common_labels, container_security_context, guaranteed_resources, pod_security_context,
     ray_cluster,
 )
 from components.specs.queueing import queue_labels
@@ -80,7 +81,7 @@ def submitter_template(labels: dict[str, str]) -> dict[str, Any]:
         "containers": [container],
         "securityContext": pod_security_context(),
         "automountServiceAccountToken": False,
-        "affinity": off_gpu_nodes(),
+        "affinity": on_cpu_pool(),
     }}
 
 

@@ -17,7 +17,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.config.model import RayClusterConfig
-from components.specs.raycluster import gcs_volume_claim, head_service_name, ray_cluster, serve_service_name
+from components.specs.ray_disruption import worker_group_pdb
+from components.specs.raycluster import (
+    common_labels, gcs_volume_claim, head_service_name, ray_cluster, serve_service_name,
+)
 from components.team.secrets import cluster_secrets
 
 
@@ -62,6 +65,10 @@ class RayCluster(pulumi.ComponentResource):
             spec=manifest["spec"],
             opts=pulumi.ResourceOptions(parent=self, depends_on=needs),
         )
+        for group in cfg.worker_groups:
+            pdb = worker_group_pdb(cfg.name, group.name, args.namespace, common_labels(args.team))
+            k8s.policy.v1.PodDisruptionBudget(f"{name}-{group.name}-pdb", metadata=pdb["metadata"], spec=pdb["spec"],
+                                              opts=child)
         self.head_service = head_service_name(cfg.name)
         self.serve_service = serve_service_name(cfg.name)
         self.register_outputs({"name": cfg.name, "headService": self.head_service})

@@ -17,7 +17,7 @@ from components.config.model import (
 )
 from components.constants import (
     GPU_NODE_LABEL, GPU_RESOURCE, GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL, PROJECT,
-    RAY_DASHBOARD_PORT, RAY_METRICS_PORT,
+    RAY_DASHBOARD_PORT, RAY_METRICS_PORT, NODE_ROLE_LABEL, ROLE_CPU, ROLE_SYSTEM,
 )
 from components.specs.raycluster import (
     AUTH_TOKEN_KEY, INTERNAL_LB_ANNOTATIONS, PART_OF_LABEL, REDIS_PASSWORD_KEY, TEAM_LABEL, auth_secret_name,
@@ -183,7 +183,11 @@ def test_head_requests_no_gpu_and_cannot_see_or_reach_one() -> None:
     assert env(container)["NVIDIA_VISIBLE_DEVICES"] == "void"
     assert "tolerations" not in pod and "nodeSelector" not in pod
     (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert term["matchExpressions"] == [{"key": GPU_NODE_LABEL, "operator": "NotIn", "values": ["true"]}]
+    assert term["matchExpressions"] == [{"key": GPU_NODE_LABEL, "operator": "NotIn", "values": ["true"]},
+                                        {"key": NODE_ROLE_LABEL, "operator": "NotIn", "values": [ROLE_SYSTEM]}]
+    (preferred,) = pod["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred["preference"]["matchExpressions"] == [{"key": NODE_ROLE_LABEL, "operator": "In",
+                                                            "values": [ROLE_CPU]}]
     params = obj["spec"]["headGroupSpec"]["rayStartParams"]
     assert params["num-gpus"] == "0" and params["num-cpus"] == "0"
     assert params["dashboard-host"] == "0.0.0.0" and params["metrics-export-port"] == str(RAY_METRICS_PORT)

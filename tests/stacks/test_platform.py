@@ -13,7 +13,8 @@ import pytest
 from components.platform.block_storage import EBS_CSI_ADDON, EBS_CSI_SERVICE_ACCOUNT, STORAGE_CLASS
 from components.platform.kuberay_operator import CRD_KINDS
 from components.constants import (
-    EKS_TAINT_EFFECT, GPU_NODE_LABEL, GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_POOL_LABEL,
+    EKS_TAINT_EFFECT, GPU_NODE_LABEL, GPU_TAINT_KEY, GPU_TAINT_VALUE, NO_FALLBACK_TAG, NODE_POOL_LABEL, NODE_ROLE_LABEL,
+    ROLE_CPU, ROLE_SYSTEM,
 )
 from components.specs.gpu_nodes import CA_TEMPLATE_PREFIX
 from components.specs.iam_policies import EBS_CSI_DRIVER_POLICY
@@ -27,13 +28,15 @@ from tools.render import ROOT, STACKS_DIR, render_stack
 
 PLATFORM = stack_files("platform")
 EKS = [p for p in PLATFORM if rendered(p).outputs["clusterProvider"] == "eks"]
+# Node groups and the Cluster Autoscaler; Karpenter's stacks are tests/stacks/test_karpenter.py's.
+MNG = [p for p in EKS if rendered(p).outputs["provisioner"] == "managedNodeGroups"]
 
 
 def test_the_shipped_environments_exist() -> None:
     assert {p.name for p in PLATFORM} >= {f"Pulumi.{s}.yaml" for s in ("dev", "staging", "prod", "local")}
 
 
-@pytest.mark.parametrize("path", EKS, ids=ids(EKS))
+@pytest.mark.parametrize("path", MNG, ids=ids(MNG))
 def test_gpu_pools_are_tainted_on_nvidia_amis_and_may_idle_at_zero(path: Path) -> None:
     r = rendered(path)
     pools = [g for g in of_type(r, "aws:eks/nodeGroup:NodeGroup") if "ray-platform.io/gpu" in g["inputs"]["labels"]]
@@ -48,7 +51,7 @@ def test_gpu_pools_are_tainted_on_nvidia_amis_and_may_idle_at_zero(path: Path) -
     assert any(p["inputs"]["scalingConfig"]["minSize"] == 0 for p in pools), "some pool must scale to zero"
 
 
-@pytest.mark.parametrize("path", EKS, ids=ids(EKS))
+@pytest.mark.parametrize("path", MNG, ids=ids(MNG))
 def test_scale_from_zero_tags_describe_each_pool(path: Path) -> None:
     r = rendered(path)
     tags = [t["inputs"]["tag"] for t in of_type(r, "aws:autoscaling/tag:Tag")]
@@ -77,10 +80,33 @@ def test_every_node_requires_imdsv2(path: Path) -> None:
 
 @pytest.mark.parametrize("path", EKS, ids=ids(EKS))
 def test_system_node_group_is_on_demand_without_gpus(path: Path) -> None:
-    system = [g for g in of_type(rendered(path), "aws:eks/nodeGroup:NodeGroup") if "taints" not in g["inputs"]]
+    system = [g for g in of_type(rendered(path), "aws:eks/nodeGroup:NodeGroup")
+              if g["inputs"]["labels"].get(NODE_ROLE_LABEL) == ROLE_SYSTEM]
     assert len(system) == 1
     inputs = system[0]["inputs"]
     assert inputs["capacityType"] == "ON_DEMAND" and "NVIDIA" not in inputs["amiType"], system[0]["urn"]
+    assert "taints" not in inputs, system[0]["urn"]
+
+
+@pytest.mark.parametrize("path", MNG, ids=ids(MNG))
+def test_ray_heads_and_cpu_workers_get_a_cpu_node_group_of_their_own(path: Path) -> None:
+    r = rendered(path)
+    cpu = [g for g in of_type(r, "aws:eks/nodeGroup:NodeGroup") if g["inputs"]["labels"].get(NODE_ROLE_LABEL) == ROLE_CPU]
+    assert len(cpu) == 1
+    inputs = cpu[0]["inputs"]
+    assert inputs["labels"] == r.outputs["cpuPool"]["labels"] == {
+        NODE_POOL_LABEL: r.outputs["cpuPool"]["name"], NODE_ROLE_LABEL: ROLE_CPU}
+    assert "taints" not in inputs and "NVIDIA" not in inputs["amiType"] and inputs["capacityType"] == "ON_DEMAND"
+    assert inputs["scalingConfig"]["maxSize"] == r.outputs["cpuPool"]["maxSize"]
+    (autoscaler,) = of_type(r, "ray-platform:index:ClusterAutoscaler")
+    assert cpu[0]["name"] in r.dependencies[autoscaler["urn"]], "the autoscaler waits for the CPU group too"
+
+
+def test_a_spot_node_group_without_fallback_says_why() -> None:
+    r = rendered(STACKS_DIR / "Pulumi.prod.yaml")
+    spot = [g for g in of_type(r, "aws:eks/nodeGroup:NodeGroup") if g["inputs"]["capacityType"] == "SPOT"]
+    assert spot and all(g["inputs"]["tags"][NO_FALLBACK_TAG] for g in spot)
+    assert [p["onDemandFallback"] for p in r.outputs["gpuPools"]] == [False, False, False]
 
 
 @pytest.mark.parametrize("path", EKS, ids=ids(EKS))
@@ -110,7 +136,7 @@ def test_prod_uses_the_private_endpoint_and_mixes_spot_with_on_demand() -> None:
     assert len(nats) == 3, "prod keeps one NAT per AZ"
 
 
-@pytest.mark.parametrize("path", EKS, ids=ids(EKS))
+@pytest.mark.parametrize("path", MNG, ids=ids(MNG))
 def test_cluster_autoscaler_uses_irsa_scoped_to_its_service_account(path: Path) -> None:
     r = rendered(path)
     (release,) = [x for x in of_type(r, "kubernetes:helm.sh/v3:Release") if x["inputs"]["chart"] == "cluster-autoscaler"]
@@ -170,7 +196,7 @@ def test_addon_charts_are_pinned_and_the_operator_owns_no_crds(path: Path) -> No
     releases = {x["inputs"]["name"]: x for x in of_type(r, "kubernetes:helm.sh/v3:Release")}
     for release in releases.values():
         assert release["inputs"]["version"], f"{release['urn']}: unpinned chart"
-        # An OCI registry is addressed in the chart reference itself (Kueue publishes only there).
+        # An OCI registry is addressed in the chart reference itself (Kueue and Karpenter publish there).
         repo = release["inputs"].get("repositoryOpts", {}).get("repo") or release["inputs"]["chart"]
         assert repo.startswith(("https://", "oci://")), release["urn"]
     kuberay = releases["kuberay-operator"]["inputs"]

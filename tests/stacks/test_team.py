@@ -24,7 +24,7 @@ RAY_CLUSTER_TYPE = "kubernetes:ray.io/v1:RayCluster"
 # Kinds a team stack may create; anything cluster-scoped besides its Namespace would reach
 # beyond the team.
 TEAM_KINDS = {"Namespace", "ResourceQuota", "LimitRange", "Role", "RoleBinding", "NetworkPolicy", "Secret", "ConfigMap",
-              "PersistentVolumeClaim", "RayCluster", "RayJob", "RayService", "LocalQueue"}
+              "PersistentVolumeClaim", "RayCluster", "RayJob", "RayService", "LocalQueue", "PodDisruptionBudget"}
 
 
 def platform_outputs(path: Path) -> dict[str, Any]:

@@ -11,7 +11,9 @@ import yaml
 
 from components.versions import DEFAULT_EKS_VERSION, RAY_IMAGE_CPU, RAY_VERSION
 from tools.k8s_schema import (
+    KARPENTER_CRDS_ENV,
     KUBERAY_CRDS_ENV,
+    karpenter_crd_dir,
     core_schema_version,
     format_path,
     strict_schema,
@@ -366,6 +368,22 @@ def test_kuberay_crd_location_overridable(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv(KUBERAY_CRDS_ENV, str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match=KUBERAY_CRDS_ENV):
         validate_object(ray_cluster(), K8S)
+
+
+def test_karpenter_kinds_validate_against_the_pinned_karpenter_crds(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    assert karpenter_crd_dir().name == "v1.13.0" and (karpenter_crd_dir() / "karpenter.sh_nodepools.yaml").is_file()
+    node_pool = {"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "gpu"},
+                 "spec": {"template": {"spec": {"requirements": [],
+                                                "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass",
+                                                                 "name": "gpu"}}},
+                          "limits": {"nvidia.com/gpu": "4"}}}
+    assert validate_object(node_pool, K8S) == []
+    node_pool["spec"]["limit"] = node_pool["spec"].pop("limits")
+    assert validate_object(node_pool, K8S) == ["NodePool/gpu: spec.limit: unknown field"]
+    monkeypatch.setenv(KARPENTER_CRDS_ENV, str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match=KARPENTER_CRDS_ENV):
+        validate_object(node_pool, K8S)
 
 
 # ---------------------------------------------------------------- unknown kinds, extra CRDs
