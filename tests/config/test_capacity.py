@@ -8,7 +8,10 @@ import pytest
 from components.config.model import PlatformConfig
 from components.config.pools import CpuPoolConfig, GpuPoolConfig
 from components.config.stack import parse
+from components.config.stack_files import platform_lookup_from_dir
 from tests.config.test_platform import GOOD
+from tests.config.test_team import GOOD as TEAM
+from tests.config.test_team import STACKS
 from tests.config_edits import assert_refused_at, with_change
 
 SPOT_POOL = {"name": "g6-spot", "instanceTypes": ["g6.xlarge"], "capacityType": "SPOT", "maxSize": 4,
@@ -114,3 +117,22 @@ def test_existing_clusters_have_no_capacity_block() -> None:
            "addons": {"clusterAutoscaler": False, "nvidiaDevicePlugin": False},
            "capacity": {"provisioner": "karpenter"}}
     assert_refused_at(raw, "ray-platform:capacity", "only for EKS", "local")
+
+
+def test_team_gpu_demand_must_fit_the_karpenter_pools_gpu_limit() -> None:
+    """A NodePool's nvidia.com/gpu limit is the pool's gpu_limit; a team's worker group is checked against
+    the same pool facts at preview, whichever provisioner the platform runs."""
+    lookup = platform_lookup_from_dir(STACKS)
+    staging = lookup("staging")
+    assert staging is not None and staging.capacity.uses_karpenter
+    (spot,) = [p for p in staging.gpu_pools if p.name == "g6-spot"]
+    group = {"name": "gpu", "cpu": "2", "memory": "8Gi", "gpus": 1, "gpuPool": "g6-spot",
+             "maxReplicas": spot.gpu_limit + 1}
+    raw = {**TEAM, "environment": "staging", "platformStack": "staging",
+           "team": {**TEAM["team"], "quota": {"cpu": "64", "memory": "256Gi", "gpus": 16}},
+           "rayClusters": [{"name": "train", "workerGroups": [group]}]}
+    assert_refused_at(raw, "ray-platform:rayClusters[0].workerGroups[0].maxReplicas",
+                      f"GPU pool 'g6-spot' of platform stack 'staging' can hold at most {spot.gpu_limit} worker(s)",
+                      "vision-staging", None, lookup)
+    fits = {**raw, "rayClusters": [{"name": "train", "workerGroups": [{**group, "maxReplicas": spot.gpu_limit}]}]}
+    assert parse(fits, "vision-staging", None, lookup)

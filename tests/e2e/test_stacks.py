@@ -115,7 +115,8 @@ def test_team_up_raycluster_ready_with_our_pods(team: dict[str, Any]) -> None:
     head = [p for p in running if p["metadata"]["labels"][C.RAY_NODE_TYPE_LABEL] == "head"]
     gpu = [p for p in running if p["metadata"]["labels"].get("ray.io/group") == stacks.E2E_GPU_GROUP["name"]]
     assert len(head) == 1 and gpu
-    assert node_labels[head[0]["spec"]["nodeName"]].get(C.NODE_ROLE_LABEL) != C.ROLE_GPU
+    # Off the GPU and system nodes, on the CPU pool (the scheduler honoured the head's affinity).
+    assert node_labels[head[0]["spec"]["nodeName"]].get(C.NODE_ROLE_LABEL) == C.ROLE_CPU
     for pod in gpu:
         labels = node_labels[pod["spec"]["nodeName"]]
         assert labels[C.NODE_POOL_LABEL] == stacks.E2E_GPU_GROUP["gpuPool"]

@@ -52,10 +52,7 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
-    # Every node's processes inherit it: Ray Train registers each epoch's checkpoint within 0.1 s
-    # instead of 2 s (as the demo stack sets it), so the run is short.
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+def cluster() -> Iterator[Cluster]:
     # KubeRay heads start with num-cpus 0: training runs on the workers only.
     with temporary_head("rp-disrupt-", num_cpus=0) as head:
         c = Cluster(head)
@@ -70,8 +67,9 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
 
 def train_until_checkpoint(c: Cluster, storage: str) -> tuple[JobSubmissionClient, str]:
     client = JobSubmissionClient(c.head.dashboard_url)
-    # One 1-CPU worker per node; enough epochs that the run is still going when a node goes.
-    sid = submit(client, "train", {"storage_path": storage, "model_name": "digits-disrupt", "epochs": 10,
+    # One 1-CPU worker per node. Ray Train's 2 s checkpoint poll makes each epoch take about 2 s, so
+    # 15 epochs leave the run going for half a minute after its first checkpoint.
+    sid = submit(client, "train", {"storage_path": storage, "model_name": "digits-disrupt", "epochs": 15,
                                    "cpus_per_worker": 1, "max_failures": 3})
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while not any(p.get("checkpoint") for p in parse_progress(client.get_job_logs(sid))):
@@ -79,6 +77,11 @@ def train_until_checkpoint(c: Cluster, storage: str) -> tuple[JobSubmissionClien
         assert time.monotonic() < deadline, "no checkpoint reported in time"
         time.sleep(0.5)
     return client, sid
+
+
+def assert_running(client: JobSubmissionClient, sid: str) -> None:
+    """The run had not finished when its node went (else there was nothing to resume)."""
+    assert client.get_job_status(sid) == JobStatus.RUNNING, client.get_job_logs(sid)[-2000:]
 
 
 def is_draining(node: gcs_pb2.GcsNodeInfo) -> bool:
@@ -107,6 +110,7 @@ def test_a_drained_worker_node_tells_ray_first_and_training_resumes(cluster: Clu
     while not is_draining(node := cluster.nodes()["worker-a"]):
         assert time.monotonic() < deadline, node
         time.sleep(0.5)
+    assert_running(client, sid)
     stop_node(cluster.workers.pop("worker-a"), grace=10)
     cluster.join("worker-c")
     assert_resumed(client, sid)
@@ -115,6 +119,7 @@ def test_a_drained_worker_node_tells_ray_first_and_training_resumes(cluster: Clu
 def test_a_killed_worker_node_loses_its_work_and_training_resumes(cluster: Cluster, tmp_path) -> None:
     client, sid = train_until_checkpoint(cluster, str(tmp_path))
     kill_node(cluster.workers.pop("worker-b"))
+    assert_running(client, sid)
     cluster.join("worker-c")
     assert_resumed(client, sid)
     death = cluster.nodes()["worker-b"].death_info

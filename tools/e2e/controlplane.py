@@ -59,10 +59,10 @@ KUBERAY_CRDS = SHARED / "kuberay-crds" / f"v{_V['KUBERAY_VERSION']}"
 
 # The node pools KWOK pretends to run: (pool, count, cpu, memory, gpus per node, role label or None).
 # GPU pools are named like the shipped stacks' gpuPools; a team's GPU group selects on the pool label.
-# The platform has no CPU role: CPU nodes carry only their pool label.
+# The CPU pool's nodes carry the CPU role, as an EKS platform's CPU pool does (Ray heads prefer it).
 POOLS: list[tuple[str, int, str, str, int, str | None]] = [
     ("system", 2, "4", "16Gi", 0, _C["ROLE_SYSTEM"]),
-    ("cpu", 2, "16", "64Gi", 0, None),
+    ("cpu", 2, "16", "64Gi", 0, _C["ROLE_CPU"]),
     ("g5-ondemand", 2, "8", "32Gi", 1, _C["ROLE_GPU"]),
     ("g5-12xlarge", 1, "48", "192Gi", 4, _C["ROLE_GPU"]),
 ]
