@@ -244,6 +244,17 @@ def wait(client: JobSubmissionClient, submission_id: str, timeout: float = JOB_T
     return JobRun(submission_id, status, logs, parse_result(logs))
 
 
+def wait_for_checkpoint(client: JobSubmissionClient, sid: str) -> None:
+    """Until the training job `sid` has reported a checkpoint. A progress line carrying one is printed
+    after Ray registered it: from then on a restarted worker group must resume from it rather than
+    from scratch."""
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not any(p.get("checkpoint") for p in parse_progress(client.get_job_logs(sid))):
+        assert not client.get_job_status(sid).is_terminal(), client.get_job_logs(sid)[-4000:]
+        assert time.monotonic() < deadline, "no checkpoint reported in time"
+        time.sleep(0.5)
+
+
 def run_job(client: JobSubmissionClient, job: str, config: dict[str, Any]) -> dict[str, Any]:
     run = wait(client, submit(client, job, config))
     assert run.status == JobStatus.SUCCEEDED, f"{job} {run.status}; logs:\n{run.logs[-4000:]}"
@@ -371,13 +382,7 @@ def test_train_resumes_from_checkpoint_after_worker_killed(client: JobSubmission
     # Half-CPU workers: the run still fits if a Serve replica from elsewhere holds a CPU share.
     sid = submit(client, "train", {"storage_path": storage, "model_name": "digits-ft", "epochs": 4,
                                    "cpus_per_worker": 0.5, "max_failures": 2})
-    # A progress line carrying a checkpoint is printed after Ray registered it: from
-    # then on a restarted worker group must resume from it rather than from scratch.
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while not any(p.get("checkpoint") for p in parse_progress(client.get_job_logs(sid))):
-        assert not client.get_job_status(sid).is_terminal(), client.get_job_logs(sid)[-4000:]
-        assert time.monotonic() < deadline, "no checkpoint reported in time"
-        time.sleep(0.5)
+    wait_for_checkpoint(client, sid)
     workers = [a for a in list_actors(address=ray_head.dashboard_url, filters=[("state", "=", "ALIVE")], limit=1000)
                if "RayTrainWorker" in a.class_name]
     assert len(workers) == 2, workers

@@ -26,7 +26,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 
 from components.specs.ray_disruption import drain_command
 from jobs.model import ACCURACY_BAR
-from tests.jobs.test_jobs import JOB_TIMEOUT_S, parse_progress, submit, wait
+from tests.jobs.test_jobs import submit, wait, wait_for_checkpoint
 from tools.local_ray import LocalRay, kill_node, node_env, start_worker, stop_node, temporary_head
 
 pytestmark = pytest.mark.ray
@@ -71,11 +71,7 @@ def train_until_checkpoint(c: Cluster, storage: str) -> tuple[JobSubmissionClien
     # 15 epochs leave the run going for half a minute after its first checkpoint.
     sid = submit(client, "train", {"storage_path": storage, "model_name": "digits-disrupt", "epochs": 15,
                                    "cpus_per_worker": 1, "max_failures": 3})
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while not any(p.get("checkpoint") for p in parse_progress(client.get_job_logs(sid))):
-        assert not client.get_job_status(sid).is_terminal(), client.get_job_logs(sid)[-4000:]
-        assert time.monotonic() < deadline, "no checkpoint reported in time"
-        time.sleep(0.5)
+    wait_for_checkpoint(client, sid)
     return client, sid
 
 
