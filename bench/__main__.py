@@ -43,9 +43,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 class Run:
     """Collects figures and per-section outcomes; a failing section is recorded, not fatal."""
 
-    def __init__(self) -> None:
+    def __init__(self, save: Callable[[Run], None] = lambda _run: None) -> None:
         self.figures: list[Figure] = []
         self.sections: dict[str, dict[str, Any]] = {}
+        # Called after every section, so that a long run that is cut short keeps what it measured.
+        self.save = save
 
     def section(self, name: str, measure: Callable[[], list[Figure]]) -> None:
         print(f"\n==> {name}", flush=True)
@@ -56,9 +58,11 @@ class Run:
             traceback.print_exc()
             self.sections[name] = {"seconds": round(time.monotonic() - started, 1),
                                    "error": f"{type(exc).__name__}: {exc}"}
+            self.save(self)
             return
         self.figures += figures
         self.sections[name] = {"seconds": round(time.monotonic() - started, 1), "error": None}
+        self.save(self)
         print(table(figures), flush=True)
 
 
@@ -103,7 +107,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{before['memory_gib']} GiB, load average {before['load_average']}; sections: {', '.join(selected)}; "
           f"repeats: {', '.join(f'{s}={cfg.repeats[s]}' for s in selected)}", flush=True)
     started = time.monotonic()
-    run = Run()
+
+    def save(run: Run, complete: bool = False) -> None:
+        args.out.write_text(json.dumps({
+            "complete": complete, "machine": before, "load_average_after": machine()["load_average"],
+            "quick": args.quick, "repeats": {s: cfg.repeats[s] for s in selected}, "config": {
+                k: v for k, v in vars(cfg).items() if k != "repeats"},
+            "seconds": round(time.monotonic() - started, 1), "sections": run.sections,
+            "figures": [f.as_json() for f in run.figures],
+        }, indent=2, default=list) + "\n")
+
+    run = Run(save)
     if "program-eval" in selected:
         run.section("program-eval", lambda: program_eval.run(cfg))
     in_ray = [s for s in RAY_SECTIONS if s in selected]
@@ -125,13 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = {name: s["error"] for name, s in run.sections.items() if s["error"]}
     for name, error in failed.items():
         print(f"section {name} FAILED: {error}", file=sys.stderr)
-    args.out.write_text(json.dumps({
-        "machine": before, "load_average_after": after["load_average"], "quick": args.quick,
-        "repeats": {s: cfg.repeats[s] for s in selected}, "config": {
-            k: v for k, v in vars(cfg).items() if k != "repeats"},
-        "seconds": round(time.monotonic() - started, 1), "sections": run.sections,
-        "figures": [f.as_json() for f in run.figures],
-    }, indent=2, default=list) + "\n")
+    save(run, complete=True)
     print(f"\nwritten to {args.out}")
     return 1 if failed else 0
 

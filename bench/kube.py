@@ -80,8 +80,9 @@ def init_stack(state: dict[str, Any], stack: str) -> None:
     so the one init leaves behind is removed (the passphrase is the same for both salts)."""
     leftover = stacks.STACKS_DIR / f"Pulumi.{stack}.yaml"
     existed = leftover.exists()
-    if stacks.pulumi(state, "stack", "select", stack, check=False).returncode != 0:
-        stacks.pulumi(state, "stack", "init", stack, "--secrets-provider", "passphrase")
+    # init first: the bench removes its stacks at the end, so they are new (one CLI call, not two).
+    if stacks.pulumi(state, "stack", "init", stack, "--secrets-provider", "passphrase", check=False).returncode:
+        stacks.pulumi(state, "stack", "select", stack)
     if not existed:
         leftover.unlink(missing_ok=True)
 
