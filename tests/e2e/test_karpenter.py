@@ -101,4 +101,5 @@ def assert_subset(sent: Any, stored: Any, where: str) -> None:
             assert key in stored, f"{where}.{key} dropped by the server"
             assert_subset(value, stored[key], f"{where}.{key}")
     else:
-        assert json.dumps(sent) == json.dumps(stored), f"{where}: sent {sent!r}, stored {stored!r}"
+        same = json.dumps(sent, sort_keys=True) == json.dumps(stored, sort_keys=True)
+        assert same, f"{where}: sent {sent!r}, stored {stored!r}"
