@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import yaml
 
 from components.clients.polling import SYSTEM_CLOCK, Backoff, Clock, Deadline, attempts
-from components.constants import RAY_CLUSTER_LABEL, RAY_DASHBOARD_PORT, RAY_NODE_TYPE_LABEL
+from components.constants import RAY_CLUSTER_LABEL, RAY_DASHBOARD_PORT, RAY_GROUP, RAY_NODE_TYPE_LABEL
 
 if TYPE_CHECKING:
-    from kubernetes.client import ApiClient, CoreV1Api
+    from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 
 LOOPBACK = "127.0.0.1"
 # KubeRay names the head container's dashboard port "dashboard" (and so does the spec builder).
@@ -43,6 +43,10 @@ Pod = Mapping[str, Any]
 
 class TunnelError(RuntimeError):
     """The tunnel could not be opened; the message says what to check."""
+
+
+class ClusterGone(TunnelError):
+    """The RayCluster itself is not there (deleted): no head pod will come."""
 
 
 class Stream(Protocol):
@@ -261,9 +265,25 @@ def list_pods(api: CoreV1Api, namespace: str, selector: str) -> list[dict[str, A
     return list(json.loads(resp.data).get("items") or [])
 
 
+def raycluster_exists(api: CustomObjectsApi, namespace: str, cluster: str) -> bool:
+    """Whether RayCluster `cluster` is there; True when the API will not say (no `get` on it, an error)."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        api.get_namespaced_custom_object(RAY_GROUP, "v1", namespace, "rayclusters", cluster,
+                                         _request_timeout=API_TIMEOUT_S)
+    except ApiException as exc:
+        return exc.status != 404
+    except Exception:  # noqa: BLE001 - unreachable or unreadable counts as "maybe there": keep waiting
+        return True
+    return True
+
+
 def wait_for_head_pod(api: CoreV1Api, namespace: str, cluster: str, wait_s: float,
-                      clock: Clock = SYSTEM_CLOCK) -> Pod:
-    """Poll until the cluster has a serving head pod; a fresh RayCluster takes minutes to get one."""
+                      clock: Clock = SYSTEM_CLOCK, exists: Callable[[], bool] = lambda: True) -> Pod:
+    """Poll until the cluster has a serving head pod; a fresh RayCluster takes minutes to get one.
+
+    `exists` is asked whenever there is none: a RayCluster that is gone raises ClusterGone at once."""
     from kubernetes.client.exceptions import ApiException
 
     for _ in attempts(HEAD_POD_POLL, Deadline(wait_s, clock)):
@@ -276,6 +296,8 @@ def wait_for_head_pod(api: CoreV1Api, namespace: str, cluster: str, wait_s: floa
         pod = pick_head_pod(pods)
         if pod is not None:
             return pod
+        if not exists():
+            raise ClusterGone(f"RayCluster {cluster!r} in namespace {namespace!r} does not exist (deleted?)")
     raise TunnelError(f"RayCluster {cluster!r} in namespace {namespace!r} has no Running and Ready head pod "
                       f"after {wait_s:g}s ({describe_pods(pods)}); see `kubectl -n {namespace} get pods "
                       f"-l {head_pod_selector(cluster)}`")
@@ -293,7 +315,7 @@ def port_forward(api: CoreV1Api, namespace: str, pod: str, port: int) -> Stream:
 def dashboard_tunnel(kubeconfig: str, context: str | None, namespace: str, cluster: str,
                      wait_s: float) -> Iterator[Tunnel]:
     """A tunnel from 127.0.0.1 to the dashboard of RayCluster `cluster`'s current head pod."""
-    from kubernetes.client import CoreV1Api
+    from kubernetes.client import CoreV1Api, CustomObjectsApi
 
     try:
         client = api_client(kubeconfig, context)
@@ -302,7 +324,8 @@ def dashboard_tunnel(kubeconfig: str, context: str | None, namespace: str, clust
                           f"{type(exc).__name__}: {exc}"[:600]) from None
     with client:
         api = CoreV1Api(client)
-        pod = wait_for_head_pod(api, namespace, cluster, wait_s)
+        pod = wait_for_head_pod(api, namespace, cluster, wait_s,
+                                exists=lambda: raycluster_exists(CustomObjectsApi(client), namespace, cluster))
         name, port = str(pod["metadata"]["name"]), dashboard_port(pod)
         with Tunnel(lambda: port_forward(api, namespace, name, port),
                     f"API-server tunnel to pod {namespace}/{name}:{port}") as tunnel:

@@ -27,6 +27,9 @@ TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 RETRYABLE = frozenset({"FAILED", "STOPPED"})
 
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+# How the Job SDK words an HTTP error (a RuntimeError): throttled or a server/gateway failure,
+# which a restarting head, an ingress or the API-server tunnel answer for a moment.
+TRANSIENT_HTTP_RE = re.compile(r"status code (429|5\d\d)\b")
 ERRNO_RE = re.compile(r"\[Errno -?\d+\] [^'\")]+")
 
 # Most post-deploy waits are short: poll at the first interval for 30 s before backing
@@ -53,6 +56,10 @@ class JobFailed(RayJobError):
 
 class JobTimeout(RayJobError):
     pass
+
+
+class DashboardBusy(RayJobError):
+    """The dashboard (or what stands in front of it) answered 429 or 5xx: try again."""
 
 
 # --- pure helpers -----------------------------------------------------------------
@@ -96,6 +103,13 @@ def short_error(exc: BaseException) -> str:
     text = str(exc)
     match = ERRNO_RE.search(text)
     return f"{type(exc).__name__}: {match.group(0) if match else text[:200]}"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure to read the dashboard that the next poll may not see: no connection, a timeout, 429 or 5xx."""
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout, DashboardBusy)):
+        return True
+    return type(exc) is RuntimeError and bool(TRANSIENT_HTTP_RE.search(str(exc)))
 
 
 def interpreter_of(entrypoint: str) -> str:
@@ -213,7 +227,8 @@ def _is_not_found(exc: RuntimeError) -> bool:
 
 def _raise_for(resp: requests.Response, what: str) -> None:
     if not resp.ok:
-        raise RayJobError(f"Ray dashboard {what} failed with HTTP {resp.status_code}: {resp.text[:1000]}")
+        error = DashboardBusy if resp.status_code == 429 or resp.status_code >= 500 else RayJobError
+        raise error(f"Ray dashboard {what} failed with HTTP {resp.status_code}: {resp.text[:1000]}")
 
 
 def submit(client: JobClient, deadline: Deadline, **job: Any) -> None:
@@ -235,21 +250,42 @@ def submit(client: JobClient, deadline: Deadline, **job: Any) -> None:
 
 
 def poll_job(client: JobClient, submission_id: str, targets: frozenset[str], deadline: Deadline) -> JobDetails:
-    """Poll until the status is in `targets` or terminal, or the deadline passes; returns the last details."""
+    """Poll until the status is in `targets` or terminal, or the deadline passes; returns the last details.
+
+    A transient failure to read (`is_transient`) is retried within the deadline; when no poll got
+    through at all, DashboardUnreachable says what the last one saw."""
+    info: JobDetails | None = None
+    failure = ""
     for _ in attempts(JOB_POLL, deadline):
-        info = client.info(submission_id)
+        try:
+            info = client.info(submission_id)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            failure = short_error(exc)
+            continue
         if info is None:
             raise RayJobError(f"Ray job {submission_id} disappeared from the cluster while waiting for it "
                               "(did the Ray head restart? Ray keeps no job history across restarts).")
         if info.status in targets or info.status in TERMINAL:
             return info
+    if info is None:
+        raise DashboardUnreachable(f"Ray job {submission_id}: no read of its status got through in "
+                                   f"{deadline.elapsed():.0f}s (last error: {failure}).")
     return info
 
 
 def wait_for_serve_app(client: JobClient, app_name: str, job_name: str, deadline: Deadline) -> dict[str, Any]:
     """Wait until job `job_name`'s Serve application is RUNNING; returns its details."""
+    apps: dict[str, Any] = {}
+    app: dict[str, Any] | None = None
     for _ in attempts(JOB_POLL, deadline):
-        apps = client.serve_details().get("applications") or {}
+        try:
+            apps = client.serve_details().get("applications") or {}
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            continue
         app = apps.get(app_name)
         if app is not None and app.get("status") == "RUNNING":
             return cast(dict[str, Any], app)

@@ -51,6 +51,9 @@ OUTPUT_FIELDS = (
     "endpoint", "start_time", "end_time",
 )
 MAX_ATTEMPTS = 100
+# What `destroy` and `refresh` give a dashboard (and in tunnel mode a head pod) to answer: a cluster
+# that is gone must not hold them for the create-time bound (`dashboard_wait_seconds`, minutes).
+GONE_WAIT_S = 30
 
 # How the dashboard and cluster addresses and secrets are held: plain strings where the job
 # runs (the provider, local mode, benchmarks); the team layer may also pass Pulumi outputs.
@@ -339,6 +342,41 @@ def refresh_job(args: RayJobArgs[str], url: str, submission_id: str, last: Mappi
         return _settle(client, args, submission_id, Deadline(args.timeout_seconds), hint)
     logs = client.logs(submission_id) if info.status in TERMINAL else ""
     return job_outputs(args, submission_id, info, logs, live_route_prefix(client, args))
+
+
+def _briefly(args: RayJobArgs[str]) -> RayJobArgs[str]:
+    return dataclasses.replace(args, dashboard_wait_seconds=min(args.dashboard_wait_seconds, GONE_WAIT_S))
+
+
+def _gone(args: RayJobArgs[str], submission_id: str, exc: RayJobError, consequence: str) -> str:
+    return (f"Ray job '{args.job_name}' ({submission_id}): its cluster is gone or unreachable ({exc}). "
+            f"{consequence}")
+
+
+def delete_or_forget(args: RayJobArgs[str], submission_id: str) -> str | None:
+    """Delete: stop the job and remove its Serve app. When the cluster is gone (or does not answer
+    within GONE_WAIT_S) there is nothing to stop: returns the warning to give, and the delete succeeds."""
+    args = _briefly(args)
+    try:
+        with reach(args) as url:
+            delete_job(args, url, submission_id)
+    except DashboardUnreachable as exc:
+        return _gone(args, submission_id, exc, "Nothing was stopped; it is removed from the stack. If the cluster "
+                                               f"still runs somewhere, stop it there: `ray job stop {submission_id}`.")
+    return None
+
+
+def read_or_keep(args: RayJobArgs[str], submission_id: str,
+                 last: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """Refresh: the job's state as the cluster has it; when the cluster is gone (or does not answer
+    within GONE_WAIT_S), the last known outputs and the warning to give."""
+    args = _briefly(args)
+    try:
+        with reach(args) as url:
+            return refresh_job(args, url, submission_id, last, apply_wait=False), None
+    except DashboardUnreachable as exc:
+        outs = {name: last.get(name) for name in OUTPUT_FIELDS} | {"submission_id": submission_id}
+        return outs, _gone(args, submission_id, exc, "Its last known state is kept.")
 
 
 def delete_job(args: RayJobArgs[str], url: str, submission_id: str) -> None:

@@ -22,10 +22,14 @@ from pulumi.runtime import rpc
 
 from components.clients.polling import SYSTEM_CLOCK, Backoff, Clock, Deadline, attempts
 from components.constants import RAY_GROUP
+from components.hooks.provider_host import widen_provider_host
 from components.specs.digest import spec_digest
 
 if TYPE_CHECKING:
     from kubernetes.client import CustomObjectsApi
+
+# Loaded in the provider host before its first call: long waits must not queue there.
+widen_provider_host()
 
 VERSION = "v1"
 PLURALS = {"RayJob": "rayjobs", "RayService": "rayservices"}
@@ -130,22 +134,34 @@ def progress_of(kind: str, obj: Mapping[str, Any], wait: str) -> Progress:
 
 # --- polling --------------------------------------------------------------------------------
 
+class TransientApiError(KubeRayWaitError):
+    """The API server did not answer this read (no connection, 429, 5xx): the next poll tries again."""
+
+
 def poll(fetch: Callable[[], Mapping[str, Any] | None], interpret: Callable[[Mapping[str, Any]], Progress],
          what: str, goal: str, timeout_s: float, hint: str, clock: Clock = SYSTEM_CLOCK) -> Progress:
-    """Read the CR until `interpret` says done (returned) or failed (raised), within `timeout_s`."""
+    """Read the CR until `interpret` says done (returned) or failed (raised), within `timeout_s`;
+    reads that fail transiently are retried within it."""
+    progress, read_error = Progress(done=False, summary="not read yet"), ""
     for _ in attempts(POLL, Deadline(timeout_s, clock)):
-        obj = fetch()
+        try:
+            obj = fetch()
+        except TransientApiError as exc:
+            read_error = f"; the last read failed: {exc}"
+            continue
+        read_error = ""
         progress = Progress(done=False, summary="not found (yet)") if obj is None else interpret(obj)
         if progress.failure is not None:
             raise KubeRayWaitError(f"{what} failed: {progress.failure}\n{hint}")
         if progress.done:
             return progress
-    raise KubeRayWaitError(f"{what} did not {goal} within {timeout_s:g}s (last status: {progress.summary}). "
+    raise KubeRayWaitError(f"{what} did not {goal} within {timeout_s:g}s (last status: {progress.summary}{read_error}). "
                            f"It keeps going in the cluster; the next `pulumi up` waits again.\n{hint}")
 
 
 def fetcher(api: CustomObjectsApi, kind: str, namespace: str, name: str) -> Callable[[], Mapping[str, Any] | None]:
     from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError as Urllib3Error
 
     def fetch() -> Mapping[str, Any] | None:
         try:
@@ -154,8 +170,10 @@ def fetcher(api: CustomObjectsApi, kind: str, namespace: str, name: str) -> Call
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise KubeRayWaitError(
-                f"reading {kind} {namespace}/{name} failed: HTTP {exc.status} {exc.reason}") from None
+            error = TransientApiError if exc.status == 429 or (exc.status or 0) >= 500 else KubeRayWaitError
+            raise error(f"reading {kind} {namespace}/{name} failed: HTTP {exc.status} {exc.reason}") from None
+        except (Urllib3Error, OSError) as exc:
+            raise TransientApiError(f"reading {kind} {namespace}/{name}: {type(exc).__name__}: {exc}"[:300]) from None
 
     return fetch
 

@@ -21,10 +21,14 @@ from pulumi.runtime import rpc
 
 from components.clients.ray_dashboard import RayJobError, redact
 from components.clients.ray_jobs import (
-    HOOK_KINDS, INPUT_FIELDS, OUTPUT_FIELDS, RayJobArgs, delete_job, reach, refresh_job, run_job,
+    HOOK_KINDS, INPUT_FIELDS, OUTPUT_FIELDS, RayJobArgs, delete_or_forget, reach, read_or_keep, refresh_job, run_job,
 )
 from components.config.model import DASHBOARD_ACCESS, JOB_NAME_MAX, JOB_WAITS, is_dns_label
+from components.hooks.provider_host import widen_provider_host
 from components.specs.digest import IDENTITY_FIELDS, canon, canonical_runtime_env
+
+# Loaded in the provider host before its first call: long waits must not queue there.
+widen_provider_host()
 
 # Serve app names end up in actor names and log file names (job names follow the config's rule).
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -192,14 +196,20 @@ class RayJobProvider(pulumi.dynamic.ResourceProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
         args = args_from_props(props)
-        with token_safe_errors(args.auth_token), reach(args) as url:
-            outs = refresh_job(args, url, id_, props, apply_wait=False)
+        with token_safe_errors(args.auth_token):
+            outs, warning = read_or_keep(args, id_, props)
+        if warning:
+            pulumi.log.warn(redact(warning, args.auth_token))
         return pulumi.dynamic.ReadResult(id_, {**_inputs(props), **outs})
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         args = args_from_props(_props)
-        with token_safe_errors(args.auth_token), reach(args) as url:
-            delete_job(args, url, _id)
+        with token_safe_errors(args.auth_token):
+            warning = delete_or_forget(args, _id)
+        if warning:
+            # The provider host has no engine to log to: this goes to its stderr, which the
+            # engine shows with the operation's diagnostics.
+            pulumi.log.warn(redact(warning, args.auth_token))
 
 
 class RayJob(pulumi.dynamic.Resource, name="RayJob"):

@@ -20,12 +20,13 @@ from urllib.parse import urlparse
 import pulumi
 import pytest
 import yaml
+from kubernetes.client.exceptions import ApiException
 from pulumi.runtime import rpc
 
 import components.clients.k8s_tunnel as tunnel_mod
 from components.clients.k8s_tunnel import (
-    Tunnel, TunnelError, dashboard_port, describe_pods, head_pod_selector, kubeconfig_source, pick_head_pod, relay,
-    wait_for_head_pod,
+    ClusterGone, Tunnel, TunnelError, dashboard_port, describe_pods, head_pod_selector, kubeconfig_source,
+    pick_head_pod, raycluster_exists, relay, wait_for_head_pod,
 )
 from components.clients.ray_dashboard import DashboardUnreachable, JobClient
 from components.clients.ray_jobs import RayJobArgs
@@ -235,6 +236,28 @@ def test_waiting_for_the_head_pod_polls_then_names_what_it_saw(monkeypatch: pyte
     with pytest.raises(TunnelError, match=r"RayCluster 'demo' in namespace 'team-demo' has no Running and Ready "
                                           r"head pod after 0s \(h: Running, not Ready\)"):
         wait_for_head_pod(object(), "team-demo", "demo", 0)  # type: ignore[arg-type]
+
+
+def test_a_raycluster_that_is_gone_ends_the_wait_for_its_head_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tunnel_mod, "list_pods", lambda *_: [])
+    clock = FakeClock()
+    with pytest.raises(ClusterGone, match=r"RayCluster 'demo' in namespace 'team-demo' does not exist"):
+        wait_for_head_pod(object(), "team-demo", "demo", 600, clock, exists=lambda: False)  # type: ignore[arg-type]
+    assert clock.sleeps == []
+
+
+@pytest.mark.parametrize(("answer", "exists"), [(None, True), (404, False), (403, True), (OSError("down"), True)])
+def test_raycluster_exists_is_false_only_on_not_found(answer: Any, exists: bool) -> None:
+    class Api:
+        def get_namespaced_custom_object(self, *args: Any, **_kw: Any) -> dict[str, Any]:
+            assert args == ("ray.io", "v1", "team-demo", "rayclusters", "demo")
+            if isinstance(answer, int):
+                raise ApiException(status=answer)
+            if isinstance(answer, Exception):
+                raise answer
+            return {}
+
+    assert raycluster_exists(Api(), "team-demo", "demo") is exists  # type: ignore[arg-type]
 
 
 # --- the SDK hook through the tunnel, against the real local Ray head ------------------------

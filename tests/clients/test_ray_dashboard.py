@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import requests
 
 from components.clients.polling import Deadline
 from components.clients.ray_dashboard import (
@@ -56,11 +57,13 @@ class _Details:
 class _ScriptedClient:
     """`info` answers from a script; the rest of JobClient is not needed by poll_job."""
 
-    def __init__(self, *statuses: str | None) -> None:
+    def __init__(self, *statuses: str | Exception | None) -> None:
         self.statuses = list(statuses)
 
     def info(self, _submission_id: str) -> _Details | None:
         status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if isinstance(status, Exception):
+            raise status
         return None if status is None else _Details(status)
 
 
@@ -81,3 +84,30 @@ def test_poll_job_returns_on_a_target_or_terminal_status_or_at_the_deadline() ->
     with pytest.raises(RayJobError, match=r"Ray job job-1 disappeared from the cluster"):
         poll(_ScriptedClient("RUNNING", None), frozenset({"SUCCEEDED"}), Deadline(10, FakeClock()))
 
+
+
+# What the Job SDK raises while the dashboard, an ingress or the API-server tunnel in front of it
+# restarts: the connection refused or dropped, a gateway's 502/503, throttling.
+TRANSIENT = [requests.ConnectionError("Connection refused"), RuntimeError("Request failed with status code 502: "),
+             requests.ReadTimeout("read timed out"), RuntimeError("Request failed with status code 429: slow down")]
+
+
+def test_poll_job_retries_transient_failures_within_the_deadline() -> None:
+    clock = FakeClock()
+    info = poll(_ScriptedClient("PENDING", *TRANSIENT, "SUCCEEDED"), frozenset({"SUCCEEDED"}), Deadline(60, clock))
+    assert info.status == "SUCCEEDED" and len(clock.sleeps) == 5
+    # Past the deadline: the last status read, for the caller's timeout message.
+    assert poll(_ScriptedClient("RUNNING", TRANSIENT[0]), frozenset({"SUCCEEDED"}),
+                Deadline(10, FakeClock())).status == "RUNNING"
+    with pytest.raises(DashboardUnreachable, match=r"no read of its status got through in 10s "
+                                                   r"\(last error: ConnectionError: Connection refused\)"):
+        poll(_ScriptedClient(TRANSIENT[0]), frozenset({"SUCCEEDED"}), Deadline(10, FakeClock()))
+
+
+@pytest.mark.parametrize("error", [RuntimeError("Request failed with status code 400: bad id"),
+                                   RayJobError("Ray job gone"), ValueError("not a job")])
+def test_poll_job_fails_at_once_on_a_failure_that_is_not_transient(error: Exception) -> None:
+    clock = FakeClock()
+    with pytest.raises(type(error)):
+        poll(_ScriptedClient(error), frozenset({"SUCCEEDED"}), Deadline(60, clock))
+    assert clock.sleeps == []

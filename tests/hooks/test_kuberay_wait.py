@@ -9,6 +9,7 @@ from typing import Any
 
 import kubernetes.client
 import pytest
+import urllib3
 import yaml
 from kubernetes.client.exceptions import ApiException
 
@@ -149,6 +150,7 @@ def test_rayservice_status_interpretation(obj: Obj, done: bool, failure: str | N
 # --- reading the CR -----------------------------------------------------------------------------
 
 COMPLETE: Obj = {"status": {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}}
+RUNNING: Obj = {"status": {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}}
 # Two contexts on two servers: the waiter must use the one the platform stack names.
 KUBECONFIG = yaml.safe_dump({
     "apiVersion": "v1", "kind": "Config", "current-context": "other",
@@ -164,7 +166,7 @@ class FakeCustomObjects:
     """The one CustomObjectsApi call the waiter makes, answered from a script: an object, or an HTTP
     status to fail with; `host` is the API server of the client it was built with."""
 
-    def __init__(self, answers: list[Obj | int], client: Any = None) -> None:
+    def __init__(self, answers: list[Obj | int | Exception], client: Any = None) -> None:
         self.answers = answers
         self.reads: list[tuple[str, ...]] = []
         self.host = client.configuration.host if client is not None else None
@@ -173,9 +175,15 @@ class FakeCustomObjects:
                                      _request_timeout: float) -> Obj:
         self.reads.append((group, version, namespace, plural, name))
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
         if isinstance(answer, int):
-            raise ApiException(status=answer, reason="Internal Server Error" if answer == 500 else "Not Found")
+            raise ApiException(status=answer, reason=REASONS[answer])
         return answer
+
+
+REASONS = {403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
+           503: "Service Unavailable"}
 
 
 def test_the_waiter_reads_the_cr_through_the_platform_kubeconfig(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,7 +210,7 @@ def test_the_waiter_reads_the_cr_through_the_platform_kubeconfig(monkeypatch: py
     assert Progress(done=True, summary="s").failure is None
 
 
-def wait_on(answers: list[Obj | int], kind: str = "RayJob", timeout_s: float = 60) -> tuple[Progress, FakeClock]:
+def wait_on(answers: list[Obj | int | Exception], kind: str = "RayJob", timeout_s: float = 60) -> tuple[Progress, FakeClock]:
     clock = FakeClock()
     api = FakeCustomObjects(answers)
     progress = poll(fetcher(api, kind, "team-x", "core-stats"),  # type: ignore[arg-type]
@@ -221,7 +229,17 @@ def test_a_cr_not_found_yet_is_waited_for() -> None:
         wait_on([404], timeout_s=10)
 
 
-def test_a_failed_read_fails_the_wait_with_its_http_status() -> None:
-    with pytest.raises(KubeRayWaitError, match=r"^reading RayService team-x/core-stats failed: "
-                                               r"HTTP 500 Internal Server Error"):
-        wait_on([500], kind="RayService")
+def test_a_refused_read_fails_the_wait_with_its_http_status() -> None:
+    with pytest.raises(KubeRayWaitError, match=r"^reading RayService team-x/core-stats failed: HTTP 403 Forbidden"):
+        wait_on([403], kind="RayService")
+
+
+def test_transient_api_errors_are_retried_within_the_deadline() -> None:
+    # A restarting API server: refused connections, then 503 and 429 from its front, then the answer.
+    refused = urllib3.exceptions.MaxRetryError(None, "/apis", reason=ConnectionRefusedError(111, "refused"))
+    progress, clock = wait_on([refused, 503, 429, 500, COMPLETE])
+    assert progress.done and len(clock.sleeps) == 4
+    with pytest.raises(KubeRayWaitError, match=r"did not succeed within 10s \(last status: jobDeploymentStatus "
+                                               r"Running.*; the last read failed: reading RayJob team-x/core-stats "
+                                               r"failed: HTTP 503 Service Unavailable\)"):
+        wait_on([RUNNING, 503], timeout_s=10)

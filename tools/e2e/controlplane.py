@@ -67,6 +67,7 @@ POOLS: list[tuple[str, int, str, str, int, str | None]] = [
     ("g5-12xlarge", 1, "48", "192Gi", 4, _C["ROLE_GPU"]),
 ]
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+KWOK_PORT_FORWARD = "PortForward"
 
 # --------------------------------------------------------------------------- paths and state
 
@@ -315,6 +316,9 @@ def start_control_plane(state: dict) -> None:
         "--service-cluster-ip-range", SERVICE_CIDR, "--authorization-mode", "Node,RBAC",
         "--allow-privileged=true", "--enable-priority-and-fairness=false", "--profiling=false",
         "--endpoint-reconciler-type", "none",
+        # Port-forward, logs and exec reach a node's "kubelet" (KWOK's server) at its InternalIP:
+        # every KWOK node's Hostname address is its name, which nothing resolves.
+        "--kubelet-preferred-address-types", "InternalIP",
     ])
     wait_for("kube-apiserver /readyz", lambda: (check_running(state, "kube-apiserver"),
                                                 api("GET", "/readyz", port=ports["apiserver"]))[1], timeout=120)
@@ -332,11 +336,18 @@ def start_control_plane(state: dict) -> None:
         binary("kube-scheduler"), *common, "--secure-port", str(ports["scheduler"]),
     ])
     stages = toolchain.kwok_stages()
+    # KWOK's PortForward objects (tools/e2e/ray_heads.py makes them) are read from the API server.
+    kubectl("apply", "--server-side", "-f", str(toolchain.kwok_crds()))
     start(state, "kwok", [
         binary("kwok"), "--kubeconfig", str(KUBECONFIG), "--config", str(stages),
         "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
         "--cidr", POD_CIDR, "--node-ip", "127.0.0.1",
-        "--node-lease-duration-seconds", "40", "--server-address", f"127.0.0.1:{ports['kwok']}",
+        "--node-lease-duration-seconds", "40",
+        # KWOK's kubelet API (port-forward, logs), served with TLS as the API server expects of a
+        # kubelet, on the port every node advertises (its daemonEndpoints, set by create_nodes).
+        "--server-address", f"127.0.0.1:{ports['kwok']}", "--node-port", str(ports["kwok"]),
+        "--tls-cert-file", pki("apiserver.crt"), "--tls-private-key-file", pki("apiserver.key"),
+        "--enable-crds", KWOK_PORT_FORWARD,
     ])
     for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
         wait_for(f"{name} to stay up", lambda n=name: (check_running(state, n), True)[1], timeout=5)
@@ -383,6 +394,11 @@ def create_nodes() -> None:
             api("PATCH", f"/api/v1/nodes/{node['metadata']['name']}",
                 {"metadata": {"labels": labels}, "spec": {"taints": node["spec"].get("taints")}},
                 content_type="application/merge-patch+json")
+        # KWOK sets the kubelet port only when it initializes a node: a node kept from an earlier
+        # `up` would still point the API server at that run's port.
+        api("PATCH", f"/api/v1/nodes/{node['metadata']['name']}/status",
+            {"status": {"daemonEndpoints": {"kubeletEndpoint": {"Port": load_state()["ports"]["kwok"]}}}},
+            content_type="application/merge-patch+json")
     names = {n["metadata"]["name"] for n in node_objects()}
 
     def all_ready():

@@ -75,12 +75,34 @@ def team_overrides() -> dict[str, Any]:
     return {key("rayClusters"): clusters, key("team"): team, key("jobs"): []}
 
 
-def layer(stack: str, overrides: dict[str, Any]) -> Path:
-    doc = shipped(stack)
+def team_of_one(team: str, jobs: list[dict[str, Any]], dashboard: dict[str, Any],
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Overrides for a team stack of the e2e's own, derived from demo-local: team `team`, one
+    RayCluster named after it (the shipped demo cluster, its workers at zero: a head pod is what the
+    jobs need, and `tools/e2e/ray_heads.py` puts a real Ray head behind it), `jobs` on that cluster
+    and `dashboard` access. Layer them with `layer(stack, ..., base=TEAM_STACK)`."""
+    config = shipped(TEAM_STACK)["config"]
+    cluster = copy.deepcopy(config[key("rayClusters")][0])
+    cluster["name"] = team
+    for group in cluster["workerGroups"]:
+        group.update(replicas=0, minReplicas=0)
+    members = copy.deepcopy(config[key("team")])
+    members["name"] = team
+    return {key("team"): members, key("rayClusters"): [cluster], key("dashboard"): dashboard,
+            key("jobs"): [{"cluster": team, **job} for job in jobs], **(extra or {})}
+
+
+def layer(stack: str, overrides: dict[str, Any], base: str | None = None) -> Path:
+    """`stacks/Pulumi.<base or stack>.yaml` with `overrides`, as build/e2e/stacks/Pulumi.<stack>.yaml.
+
+    A `base` other than `stack` makes a stack of the e2e's own from a shipped one (its secrets
+    provider included): create it with `init_derived`."""
+    base = base or stack
+    doc = shipped(base)
     doc["config"] = {**doc["config"], **overrides}
     LAYERED_DIR.mkdir(parents=True, exist_ok=True)
     path = LAYERED_DIR / f"Pulumi.{stack}.yaml"
-    path.write_text(f"# {stack}: stacks/Pulumi.{stack}.yaml with the e2e control plane's settings "
+    path.write_text(f"# {stack}: stacks/Pulumi.{base}.yaml with the e2e control plane's settings "
                     "(tools/e2e/stacks.py)\n" + yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -91,9 +113,10 @@ def env(state: dict[str, Any]) -> dict[str, str]:
     return {**os.environ, **exports}
 
 
-def pulumi(state: dict[str, Any], *args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
-    """One `pulumi` command in the project root, with the e2e environment, in plain text."""
-    proc = subprocess.run(["pulumi", *args, "--non-interactive", "--color", "never"], cwd=cp.REPO,
+def pulumi(state: dict[str, Any], *args: str, check: bool = True, timeout: float = 1800,
+           cwd: Path = cp.REPO) -> subprocess.CompletedProcess:
+    """One `pulumi` command in the project root (or `cwd`), with the e2e environment, in plain text."""
+    proc = subprocess.run(["pulumi", *args, "--non-interactive", "--color", "never"], cwd=cwd,
                           env=env(state), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise RuntimeError(f"pulumi {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-6000:]}\n"
@@ -105,6 +128,32 @@ def select(state: dict[str, Any], stack: str) -> None:
     """The stack in the local file backend, created with the passphrase provider on first use."""
     if pulumi(state, "stack", "select", stack, check=False).returncode != 0:
         pulumi(state, "stack", "init", stack, "--secrets-provider", "passphrase")
+
+
+def init_derived(state: dict[str, Any], stack: str, base: str = TEAM_STACK) -> None:
+    """Create stack `stack` in the backend with `base`'s secrets provider (its passphrase salt).
+
+    `pulumi stack init` writes the new stack's file into the project's stack directory, so it runs
+    in a scratch project of the same name under build/e2e: nothing is written into stacks/."""
+    if pulumi(state, "stack", "select", stack, check=False).returncode == 0:
+        return
+    scratch = cp.STATE_DIR / "init" / stack
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / "Pulumi.yaml").write_text(yaml.safe_dump({"name": PROJECT, "runtime": "python"}))
+    salt = {"encryptionsalt": shipped(base)["encryptionsalt"]}
+    (scratch / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(salt))
+    pulumi(state, "stack", "init", stack, "--secrets-provider", "passphrase", cwd=scratch)
+
+
+def secret(state: dict[str, Any], stack: str, value: str, base: str = TEAM_STACK) -> dict[str, str]:
+    """`value` encrypted for `stack` (by its passphrase and salt), as a stack file holds a secret."""
+    scratch = cp.STATE_DIR / "init" / stack
+    scratch.mkdir(parents=True, exist_ok=True)
+    config_file = scratch / "secret.yaml"
+    config_file.write_text(yaml.safe_dump({"encryptionsalt": shipped(base)["encryptionsalt"]}))
+    pulumi(state, "config", "set", "--secret", "--stack", stack, "--config-file", str(config_file),
+           key("scratch"), value)
+    return dict(yaml.safe_load(config_file.read_text())["config"][key("scratch")])
 
 
 def layered(state: dict[str, Any], stack: str) -> Path:

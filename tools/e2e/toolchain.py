@@ -384,6 +384,7 @@ def _kwok(ctx: Ctx) -> dict:
                 ldflags=flags)
     res = w.build(ctx.bin, ctx.src)
     kwok_stages()
+    kwok_crds()
     return res
 
 
@@ -395,13 +396,27 @@ KWOK_STAGES = ["kustomize/stage/node/fast/node-initialize.yaml",
                "kustomize/stage/pod/fast/pod-delete.yaml"]
 
 
-def kwok_stages() -> Path:
-    out = key_dir() / "share" / "kwok-stages.yaml"
+# KWOK's own CRDs for what the e2e control plane enables (`kwok --enable-crds`): PortForward
+# objects point a pod's port at an address of our choosing (a real local Ray head's dashboard).
+KWOK_CRDS = ["kustomize/crd/bases/kwok.x-k8s.io_portforwards.yaml"]
+
+
+def _kwok_share(name: str, files: list[str]) -> Path:
+    """`files` of the pinned kwok module, joined into one YAML stream under the key's share/."""
+    out = key_dir() / "share" / name
     if not out.exists():
         src = Path(module_info("sigs.k8s.io/kwok", pins()["kwok"])["Dir"])
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join("---\n" + (src / f).read_text() for f in KWOK_STAGES))
+        out.write_text("".join("---\n" + (src / f).read_text() for f in files))
     return out
+
+
+def kwok_stages() -> Path:
+    return _kwok_share("kwok-stages.yaml", KWOK_STAGES)
+
+
+def kwok_crds() -> Path:
+    return _kwok_share("kwok-crds.yaml", KWOK_CRDS)
 
 
 def kuberay_stand_in(p: dict[str, str] | None = None) -> str:
