@@ -185,8 +185,13 @@ def no_public_ray_endpoints(type_: str, props: Props) -> list[str]:
         head = spec.get("headGroupSpec") or {}
         svc = head.get("headService") or {}
         annotations = (svc.get("metadata") or {}).get("annotations") or {}
-        if head.get("serviceType") == "LoadBalancer" and not _is_internal(annotations):
+        lb_template = (svc.get("spec") or {}).get("type") == "LoadBalancer"
+        if (head.get("serviceType") == "LoadBalancer" or lb_template) and not _is_internal(annotations):
             problems.append(f"{_name(props)}: head service is a public LoadBalancer")
+        elif head.get("serviceType") == "LoadBalancer":
+            # KubeRay copies `serviceType`, not the template's annotations, to `<name>-serve-svc`.
+            problems.append(f"{_name(props)}: headGroupSpec.serviceType LoadBalancer makes the Serve service a "
+                            "public LoadBalancer; set the type on headService.spec with its internal annotations")
     if type_ == "kubernetes:ray.io/v1:RayService":
         svc = (props.get("spec") or {}).get("serveService") or {}
         if (svc.get("spec") or {}).get("type") == "LoadBalancer" and not _is_internal(

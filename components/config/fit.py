@@ -41,6 +41,12 @@ RAY_WORKER_CONTAINER = "ray-worker"
 AUTOSCALER_CONTAINER = "autoscaler"
 LOG_SHIPPER_CONTAINER = "fluent-bit"
 SUBMITTER_CONTAINER = "ray-job-submitter"
+# KubeRay's Redis cleanup Job (raycluster_controller.go, buildRedisCleanupJob, v1.7.0): when a
+# RayCluster with Redis GCS fault tolerance is deleted, one pod with the Ray container renamed and
+# its resources hard-coded, requests == limits.
+REDIS_CLEANUP_CONTAINER = "ray-head"
+REDIS_CLEANUP_CPU = "200m"
+REDIS_CLEANUP_MEMORY = "256Mi"
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,11 @@ def worker_pod_containers(cluster: RayClusterConfig, group: WorkerGroupConfig) -
 def submitter_pod_containers() -> tuple[ContainerSize, ...]:
     """The pod KubeRay starts per RayJob to submit it and follow its logs."""
     return (ContainerSize(SUBMITTER_CONTAINER, SUBMITTER_CPU, SUBMITTER_MEMORY),)
+
+
+def redis_cleanup_pod_containers() -> tuple[ContainerSize, ...]:
+    """The pod of the Job KubeRay runs to clear a Redis fault-tolerant cluster's keys once it is deleted."""
+    return (ContainerSize(REDIS_CLEANUP_CONTAINER, REDIS_CLEANUP_CPU, REDIS_CLEANUP_MEMORY),)
 
 
 def container_size(containers: tuple[ContainerSize, ...], name: str) -> ContainerSize | None:
@@ -132,14 +143,19 @@ def ephemeral_cluster(job: JobConfig, base: RayClusterConfig) -> RayClusterConfi
 
 
 def kuberay_demand(jobs: tuple[JobConfig, ...], clusters: tuple[RayClusterConfig, ...]) -> Demand:
-    """What the KubeRay custom resources add to the long-lived RayClusters at max scale.
+    """What the KubeRay operator starts beyond the long-lived RayClusters at max scale.
 
     Every RayJob runs a submitter pod; an ephemeral RayJob brings its own cluster; a RayService
     upgraded with NewCluster runs a second copy of its cluster until the new one takes over. A
-    RayService's own cluster replaces the RayCluster of that name, so it is already counted.
+    RayService's own cluster replaces the RayCluster of that name, so it is already counted. A
+    cluster with Redis fault tolerance gets a cleanup Job when it is deleted (replaced, or the old
+    cluster of an upgrade), while the others run on.
     """
     by_name = {c.name: c for c in clusters}
     total = Demand(cpu=0.0, memory=0.0, gpus=0, pods=0)
+    for c in clusters:
+        if c.gcs_fault_tolerance is not None and c.gcs_fault_tolerance.backend == "redis":
+            total = _plus(total, pod_demand(redis_cleanup_pod_containers()))
     for job in jobs:
         base = by_name.get(job.cluster)
         if isinstance(job.kuberay, KubeRayJobConfig):
@@ -160,9 +176,10 @@ def check_kuberay_fit(p: Problems, team: TeamConfig, clusters: tuple[RayClusterC
     """
     base, extra = max_demand(clusters), kuberay_demand(jobs, clusters)
     quota = team.quota
-    names = ", ".join(j.name for j in jobs if j.kuberay is not None)
-    why = (f"the RayClusters at max scale plus what the KubeRay jobs ({names}) start (submitter pods, "
-           f"ephemeral RayJob clusters, a RayService's second cluster during a NewCluster upgrade)")
+    names = ", ".join(j.name for j in jobs if j.kuberay is not None) or "none"
+    why = (f"the RayClusters at max scale plus what the KubeRay operator starts for the KubeRay jobs ({names}) "
+           f"and the clusters (submitter pods, ephemeral RayJob clusters, a RayService's second cluster during "
+           f"a NewCluster upgrade, the Redis cleanup Job of a fault-tolerant cluster being deleted)")
     fix = "raise the quota, cap ephemeral clusters with kuberay.workerGroups, or use upgradeStrategy: None"
     gib = 2**30
     # (key, value shown, quota, RayClusters, KubeRay extra, total format, excess format)

@@ -22,6 +22,21 @@ from components.versions import KUBERAY_CHART, KUBERAY_CHART_REPO, KUBERAY_VERSI
 
 # Every CRD the chart's crds/ ships: the operator watches each kind it knows, RayCronJob included.
 CRD_KINDS = ("rayclusters", "raycronjobs", "rayjobs", "rayservices")
+# The chart's `featureGates` default (values.yaml of kuberay-operator KUBERAY_VERSION; a test reads
+# the chart). A list value replaces the chart's whole list, so the platform's restates it.
+CHART_FEATURE_GATES = {
+    "RayClusterStatusConditions": True, "RayJobDeletionPolicy": True, "RayMultiHostIndexing": True,
+    "RayServiceIncrementalUpgrade": True, "RayCronJob": False, "RayClusterMTLS": False,
+    "RayClusterNetworkPolicy": False, "RayClusterHistoryServer": False,
+}
+# What the platform turns on beyond them: `gcsFaultTolerance.backend: rocksdb` (the embedded
+# storage) is refused by the operator without this gate, with only a Warning event on the RayCluster.
+PLATFORM_FEATURE_GATES = {"GCSFaultToleranceEmbeddedStorage": True}
+
+
+def feature_gates() -> dict[str, bool]:
+    """The operator's feature gates as the platform deploys them: the chart's, then the platform's."""
+    return {**CHART_FEATURE_GATES, **PLATFORM_FEATURE_GATES}
 
 
 def crd_urls(version: str = KUBERAY_VERSION, source: str | None = None) -> list[str]:
@@ -47,6 +62,7 @@ def operator_values(args: KubeRayOperatorArgs) -> dict[str, Any]:
         "resources": {"requests": {"cpu": "100m", "memory": "512Mi"},
                       "limits": {"cpu": "1", "memory": "1Gi"}},
         "nodeSelector": args.node_selector or {},
+        "featureGates": [{"name": name, "enabled": on} for name, on in feature_gates().items()],
     }
     if args.watch_namespaces:
         values["watchNamespace"] = list(args.watch_namespaces)

@@ -259,9 +259,12 @@ def head_group_spec(cfg: RayClusterConfig, labels: dict[str, str]) -> dict[str, 
     apply_team_runtime(group["template"], cfg.runtime, None, HEAD_CONTAINER)
     _ship_logs(group["template"], containers)
     if head.service_type == LB_SERVICE_TYPE:
-        group["serviceType"] = "LoadBalancer"
-        # Annotations on the head Service template itself, where reviewers and policy look.
-        group["headService"] = {"metadata": {"annotations": dict(INTERNAL_LB_ANNOTATIONS)}}
+        # The type on the head Service template, beside its internal-LB annotations, and
+        # `serviceType` left at ClusterIP: KubeRay gives `<name>-serve-svc` the head group's
+        # `serviceType` but not the template's annotations (common/service.go, BuildServeService),
+        # so a LoadBalancer there would be a second, public load balancer.
+        group["headService"] = {"metadata": {"annotations": dict(INTERNAL_LB_ANNOTATIONS)},
+                                "spec": {"type": "LoadBalancer"}}
     return group
 
 

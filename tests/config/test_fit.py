@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from components.config.fit import kuberay_demand, max_demand, quantity_value
-from components.config.model import RayClusterConfig, TeamStackConfig
+from components.config.model import SECRET_PLACEHOLDER, RayClusterConfig, TeamStackConfig
 from components.config.stack import parse
 from tests.config.test_jobs import SERVE_BASE, with_job, with_serve
-from tests.config.test_team import GOOD, lookup
+from tests.config.test_team import GOOD, lookup, with_change, with_changes
 
 QUANTITIES = [
     ("4", 4.0), ("500m", 0.5), ("0.5", 0.5), ("16Gi", 16 * 2**30), ("512Mi", 512 * 2**20), ("1Ki", 1024.0),
@@ -52,3 +52,17 @@ def test_a_new_cluster_upgrade_needs_room_for_a_second_cluster() -> None:
     in_place = parse(SERVE_BASE, "web-dev")
     assert isinstance(in_place, TeamStackConfig)
     assert kuberay_demand(in_place.jobs, in_place.ray_clusters).cpu == 0
+
+
+def test_a_redis_fault_tolerant_cluster_needs_room_for_its_cleanup_job() -> None:
+    redis = with_changes(("rayClusters.0.gcsFaultTolerance", {"backend": "redis", "redisAddress": "redis:6379"}),
+                         ("redisPassword", SECRET_PLACEHOLDER))
+    cfg = parse(redis, "vision-prod", None, lookup)
+    assert isinstance(cfg, TeamStackConfig)
+    # KubeRay's cleanup Job pod, hard-coded in the operator: 200m, 256Mi, while the other clusters run on.
+    extra = kuberay_demand(cfg.jobs, cfg.ray_clusters)
+    assert (extra.cpu, extra.memory, extra.gpus, extra.pods) == (pytest.approx(0.2), 256 * 2**20, 0, 1)
+    rocksdb = parse(with_change("rayClusters.0.gcsFaultTolerance", {"backend": "rocksdb"}), "vision-prod", None,
+                    lookup)
+    assert isinstance(rocksdb, TeamStackConfig)
+    assert kuberay_demand(rocksdb.jobs, rocksdb.ray_clusters).pods == 0

@@ -79,9 +79,10 @@ RAYJOB_CASES = [
     ("working_dir in the runtime env", with_job(runtimeEnv={"working_dir": "."}),
      "ray-platform:jobs[0].runtimeEnv.working_dir", "or kuberay.codeUri"),
     ("ephemeral cluster beyond the GPU quota", with_quota(with_job(kuberay_ephemeral=True), gpus=1),
-     "ray-platform:team.quota.gpus", "plus what the KubeRay jobs (core-stats) start (submitter pods, ephemeral "
-                                     "RayJob clusters, a RayService's second cluster during a NewCluster upgrade) "
-                                     "can request 2 GPUs, 1 more than the quota"),
+     "ray-platform:team.quota.gpus", "plus what the KubeRay operator starts for the KubeRay jobs (core-stats) and "
+                                     "the clusters (submitter pods, ephemeral RayJob clusters, a RayService's second "
+                                     "cluster during a NewCluster upgrade, the Redis cleanup Job of a fault-tolerant "
+                                     "cluster being deleted) can request 2 GPUs, 1 more than the quota"),
     ("ephemeral cluster beyond the pod quota",
      with_quota(with_job(kuberay_ephemeral=True, kuberay_workerGroups={"cpu": 2}), pods=6),
      "ray-platform:team.quota.pods", "can request 8 pods, 2 more than the quota"),

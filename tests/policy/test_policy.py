@@ -29,6 +29,15 @@ def ray_cluster(worker_pod: dict[str, Any], head_resources: dict[str, Any] | Non
         "workerGroupSpecs": [{"groupName": "gpu", "template": {"spec": worker_pod}}]}}
 
 
+INTERNAL = {"service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"}
+
+
+def with_head_service(cluster: dict[str, Any], type_: str | None, annotations: dict[str, str]) -> dict[str, Any]:
+    cluster["spec"]["headGroupSpec"]["headService"] = {"metadata": {"annotations": annotations},
+                                                       **({"spec": {"type": type_}} if type_ else {})}
+    return cluster
+
+
 GPU_CONTAINER = {"name": "ray-worker", "image": "rayproject/ray:2.60.0-py311-gpu",
                  "resources": {"requests": {"nvidia.com/gpu": 1}, "limits": {"nvidia.com/gpu": 1}}}
 GOOD_GPU_POD = {"containers": [GPU_CONTAINER], "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}
@@ -56,6 +65,13 @@ CASES: list[Case] = [
     ("public head service type", rules.no_public_ray_endpoints, RAYCLUSTER,
      ray_cluster(GOOD_GPU_POD, service_type="LoadBalancer"), False),
     ("ClusterIP head", rules.no_public_ray_endpoints, RAYCLUSTER, ray_cluster(GOOD_GPU_POD), True),
+    ("internal LB head, type on its template", rules.no_public_ray_endpoints, RAYCLUSTER,
+     with_head_service(ray_cluster(GOOD_GPU_POD), "LoadBalancer", INTERNAL), True),
+    ("LB head template without the internal annotations", rules.no_public_ray_endpoints, RAYCLUSTER,
+     with_head_service(ray_cluster(GOOD_GPU_POD), "LoadBalancer", {}), False),
+    # KubeRay copies serviceType, not the annotations, to `<name>-serve-svc`: a public Serve LB.
+    ("LB serviceType with an internal head template", rules.no_public_ray_endpoints, RAYCLUSTER,
+     with_head_service(ray_cluster(GOOD_GPU_POD, service_type="LoadBalancer"), None, INTERNAL), False),
     ("pinned images", rules.images_pinned, RAYCLUSTER, ray_cluster(GOOD_GPU_POD), True),
     ("latest image", rules.images_pinned, "kubernetes:apps/v1:Deployment",
      {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}}}}, False),

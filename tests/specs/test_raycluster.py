@@ -219,8 +219,10 @@ def test_dashboard_is_cluster_internal_by_default() -> None:
 def test_load_balancer_head_is_always_internal() -> None:
     obj = build(INTERNAL_LB)
     head_group = obj["spec"]["headGroupSpec"]
-    assert head_group["serviceType"] == "LoadBalancer"
+    assert head_group["headService"]["spec"]["type"] == "LoadBalancer"
     assert head_group["headService"]["metadata"]["annotations"] == INTERNAL_LB_ANNOTATIONS
+    # KubeRay gives `<name>-serve-svc` this type without the annotations: it must stay cluster-internal.
+    assert head_group["serviceType"] == "ClusterIP"
     assert INTERNAL_LB_ANNOTATIONS["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internal"
     assert rules.no_public_ray_endpoints("kubernetes:ray.io/v1:RayCluster", obj) == []
 
