@@ -33,7 +33,8 @@ def widen_provider_host(workers: int = HOST_WORKERS) -> int:
     widened = 0
     for obj in gc.get_objects():
         # The pool is a local of the host's main(); `_max_workers` is what `submit` grows up to.
-        if isinstance(obj, ThreadPoolExecutor) and obj._max_workers < workers:
+        # type(), not isinstance(): the latter reads `__class__`, which some objects compute.
+        if issubclass(type(obj), ThreadPoolExecutor) and obj._max_workers < workers:
             obj._max_workers = workers
             widened += 1
     return widened
