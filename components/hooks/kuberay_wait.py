@@ -35,6 +35,14 @@ VERSION = "v1"
 PLURALS = {"RayJob": "rayjobs", "RayService": "rayservices"}
 POLL = Backoff(first_s=2.0, max_s=15.0, factor=1.5)
 API_TIMEOUT_S = 30.0
+# How long a RayService must stay Ready before the wait accepts it. On a change to serveConfigV2
+# alone the operator reads the apps' statuses, then submits the new config, and records the new
+# observedGeneration with the old apps' statuses in that same pass (KubeRay v1.7.0,
+# rayservice_controller.go: reconcileServe, then calculateStatus): Ready=True at once, from the old
+# config. Its next passes (every 2 s, ServiceDefaultRequeueDuration) show the new config's apps
+# DEPLOYING, then RUNNING or DEPLOY_FAILED, which stays: a Ready that outlives several passes is the
+# new config's.
+READY_SETTLE_S = 10.0
 # Any change to these is an update, which waits again.
 INPUT_FIELDS = ("kind", "namespace", "name", "revision", "wait", "timeout_seconds", "kubeconfig", "kube_context")
 SECRET_FIELDS = ("kubeconfig",)
@@ -139,10 +147,12 @@ class TransientApiError(KubeRayWaitError):
 
 
 def poll(fetch: Callable[[], Mapping[str, Any] | None], interpret: Callable[[Mapping[str, Any]], Progress],
-         what: str, goal: str, timeout_s: float, hint: str, clock: Clock = SYSTEM_CLOCK) -> Progress:
-    """Read the CR until `interpret` says done (returned) or failed (raised), within `timeout_s`;
-    reads that fail transiently are retried within it."""
+         what: str, goal: str, timeout_s: float, hint: str, clock: Clock = SYSTEM_CLOCK,
+         settle_s: float = 0.0) -> Progress:
+    """Read the CR until `interpret` says done on every read for `settle_s` (returned) or failed
+    (raised), within `timeout_s`; reads that fail transiently are retried within it."""
     progress, read_error = Progress(done=False, summary="not read yet"), ""
+    done_since: float | None = None
     for _ in attempts(POLL, Deadline(timeout_s, clock)):
         try:
             obj = fetch()
@@ -153,8 +163,14 @@ def poll(fetch: Callable[[], Mapping[str, Any] | None], interpret: Callable[[Map
         progress = Progress(done=False, summary="not found (yet)") if obj is None else interpret(obj)
         if progress.failure is not None:
             raise KubeRayWaitError(f"{what} failed: {progress.failure}\n{hint}")
-        if progress.done:
+        if not progress.done:
+            done_since = None
+            continue
+        done_since = clock.now() if done_since is None else done_since
+        if clock.now() - done_since >= settle_s:
             return progress
+    if progress.done:
+        return progress  # done, not yet for settle_s, when time ran out: nothing said otherwise
     raise KubeRayWaitError(f"{what} did not {goal} within {timeout_s:g}s (last status: {progress.summary}{read_error}). "
                            f"It keeps going in the cluster; the next `pulumi up` waits again.\n{hint}")
 
@@ -195,7 +211,8 @@ def wait_for(props: Mapping[str, Any], clock: Clock = SYSTEM_CLOCK) -> Progress:
     with api_client(str(props["kubeconfig"]), cast("str | None", props.get("kube_context"))) as client:
         return poll(fetcher(CustomObjectsApi(client), kind, namespace, name),
                     lambda obj: progress_of(kind, obj, wait), f"{kind} {namespace}/{name}", goal,
-                    float(props.get("timeout_seconds") or 0), hint_for(kind, namespace, name), clock)
+                    float(props.get("timeout_seconds") or 0), hint_for(kind, namespace, name), clock,
+                    settle_s=READY_SETTLE_S if kind == "RayService" else 0.0)
 
 
 # --- the dynamic resource -------------------------------------------------------------------

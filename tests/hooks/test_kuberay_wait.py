@@ -14,7 +14,8 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from components.hooks.kuberay_wait import (
-    POLL, KubeRayWaitError, KubeRayWaitProvider, Progress, fetcher, poll, rayjob_progress, rayservice_progress,
+    POLL, READY_SETTLE_S, KubeRayWaitError, KubeRayWaitProvider, Progress, fetcher, poll, rayjob_progress,
+    rayservice_progress,
 )
 from tests.clock import FakeClock
 
@@ -243,3 +244,40 @@ def test_transient_api_errors_are_retried_within_the_deadline() -> None:
                                                r"Running.*; the last read failed: reading RayJob team-x/core-stats "
                                                r"failed: HTTP 503 Service Unavailable\)"):
         wait_on([RUNNING, 503], timeout_s=10)
+
+
+# A change to serveConfigV2 alone: the operator records the new generation with the old config's
+# apps (RUNNING, Ready) in the pass that submits the new config; the next passes show the new apps.
+OLD_APPS_READY = status("True", "NonZeroServeEndpoints", generation=3, observed=3)
+NEW_APPS_DEPLOYING = status("False", "ZeroServeEndpoints", generation=3, observed=3,
+                            apps={"digits": {"status": "DEPLOYING"}})
+NEW_APPS_FAILED = status("False", "ZeroServeEndpoints", generation=3, observed=3, apps={"digits": {
+    "status": "DEPLOY_FAILED", "message": "Failed to import 'jobs.serve:apps'"}})
+
+
+def wait_for_service(answers: list[Obj], timeout_s: float = 120) -> tuple[Progress, FakeClock]:
+    clock = FakeClock()
+    progress = poll(fetcher(FakeCustomObjects(answers), "RayService", "team-x", "serve"),  # type: ignore[arg-type]
+                    rayservice_progress, "RayService team-x/serve", "become Ready", timeout_s, "hint", clock,
+                    settle_s=READY_SETTLE_S)
+    return progress, clock
+
+
+def test_a_ready_rayservice_is_accepted_only_once_it_stays_ready() -> None:
+    progress, clock = wait_for_service([OLD_APPS_READY])
+    assert progress.done and clock.now() >= READY_SETTLE_S
+    # The old config's Ready, then the new config's apps: the wait starts over and ends on theirs.
+    progress, clock = wait_for_service([OLD_APPS_READY, NEW_APPS_DEPLOYING, OLD_APPS_READY])
+    assert progress.done and clock.now() >= clock.sleeps[0] + clock.sleeps[1] + READY_SETTLE_S
+
+
+def test_the_old_configs_ready_never_hides_the_new_configs_failure() -> None:
+    with pytest.raises(KubeRayWaitError, match=r"Failed to import 'jobs.serve:apps'"):
+        wait_for_service([OLD_APPS_READY, NEW_APPS_DEPLOYING, NEW_APPS_FAILED])
+    with pytest.raises(KubeRayWaitError, match=r"Failed to import 'jobs.serve:apps'"):
+        wait_for_service([OLD_APPS_READY, NEW_APPS_FAILED])
+
+
+def test_ready_when_time_runs_out_before_it_settled_is_accepted() -> None:
+    progress, clock = wait_for_service([NEW_APPS_DEPLOYING, NEW_APPS_DEPLOYING, OLD_APPS_READY], timeout_s=5)
+    assert progress.done and clock.now() == pytest.approx(5)

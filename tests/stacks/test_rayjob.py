@@ -106,6 +106,8 @@ def test_vision_prods_ephemeral_cluster_is_capped_and_fits_the_quota() -> None:
             job["spec"]["backoffLimit"]) == (600, 3600, 1)
     extra = kuberay_demand(cfg.jobs, cfg.ray_clusters)
     base = next(c for c in cfg.ray_clusters if c.name == "train")
-    assert extra.gpus == 1 and extra.pods == 1 + max_demand((ephemeral_cluster(train, base),)).pods
+    # The submitter, the ephemeral cluster, and the Redis cleanup Job of the fault-tolerant `train` cluster.
+    assert base.gcs_fault_tolerance is not None and base.gcs_fault_tolerance.backend == "redis"
+    assert extra.gpus == 1 and extra.pods == 1 + max_demand((ephemeral_cluster(train, base),)).pods + 1
     need = max_demand(cfg.ray_clusters)
     assert need.gpus + extra.gpus <= cfg.team.quota.gpus
