@@ -106,8 +106,9 @@ def test_vision_prods_ephemeral_cluster_is_capped_and_fits_the_quota() -> None:
             job["spec"]["backoffLimit"]) == (600, 3600, 1)
     extra = kuberay_demand(cfg.jobs, cfg.ray_clusters)
     base = next(c for c in cfg.ray_clusters if c.name == "train")
-    # The submitter, the ephemeral cluster, and the Redis cleanup Job of the fault-tolerant `train` cluster.
-    assert base.gcs_fault_tolerance is not None and base.gcs_fault_tolerance.backend == "redis"
-    assert extra.gpus == 1 and extra.pods == 1 + max_demand((ephemeral_cluster(train, base),)).pods + 1
+    # The submitter, the ephemeral cluster, and the Redis cleanup Job of each fault-tolerant cluster.
+    redis = [c for c in cfg.ray_clusters if c.gcs_fault_tolerance and c.gcs_fault_tolerance.backend == "redis"]
+    assert len(redis) == 1
+    assert extra.gpus == 1 and extra.pods == 1 + max_demand((ephemeral_cluster(train, base),)).pods + len(redis)
     need = max_demand(cfg.ray_clusters)
     assert need.gpus + extra.gpus <= cfg.team.quota.gpus
