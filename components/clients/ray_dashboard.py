@@ -232,16 +232,26 @@ def _raise_for(resp: requests.Response, what: str) -> None:
 
 
 def submit(client: JobClient, deadline: Deadline, **job: Any) -> None:
-    """`submit_job(**job)`, retried until `deadline` while the dashboard has no job agent yet."""
+    """`submit_job(**job)`, retried until `deadline` while the dashboard has no job agent yet or
+    the request failed transiently (`is_transient`: a dashboard under load drops connections).
+
+    A retry is safe: the submission id is deterministic, so a first attempt that did get through
+    makes the retry fail with "already exists", which the caller takes as its own job."""
+    no_agent, failure = False, ""
     for _ in attempts(DASHBOARD_BACKOFF, deadline):
         try:
             client.sdk.submit_job(**job)
             return
-        except RuntimeError as exc:
+        except Exception as exc:
             # A fresh head answers /api/version before its job agent has registered;
             # until then the dashboard refuses submissions (after a 10 s wait of its own).
-            if "No available agent" not in str(exc):
+            no_agent = "No available agent" in str(exc)
+            if not (no_agent or is_transient(exc)):
                 raise
+            failure = short_error(exc)
+    if not no_agent:
+        raise DashboardUnreachable(f"Ray dashboard at {client.public_url}: no submission got through in "
+                                   f"{deadline.elapsed():.0f}s (last error: {failure}).")
     raise DashboardUnreachable(
         f"Ray dashboard at {client.public_url} answers but has no job agent to run submissions "
         f"(tried for {deadline.elapsed():.0f}s). The head's dashboard agent is not up: see "

@@ -11,7 +11,7 @@ import requests
 
 from components.clients.polling import Deadline
 from components.clients.ray_dashboard import (
-    DashboardUnreachable, RayJobError, config_without_app, log_tail, poll_job, wait_for_dashboard,
+    DashboardUnreachable, RayJobError, config_without_app, log_tail, poll_job, submit, wait_for_dashboard,
 )
 from tests.clock import FakeClock
 from tools.local_ray import free_port
@@ -111,3 +111,40 @@ def test_poll_job_fails_at_once_on_a_failure_that_is_not_transient(error: Except
     with pytest.raises(type(error)):
         poll(_ScriptedClient(error), frozenset({"SUCCEEDED"}), Deadline(60, clock))
     assert clock.sleeps == []
+
+
+class _ScriptedSubmitter:
+    """`sdk.submit_job` raises what the script says, then accepts; records each call."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+        self.sdk = self
+        self.public_url = "http://head:8265"
+
+    def submit_job(self, **_job: Any) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "job-1"
+
+
+def test_submit_retries_a_dropped_connection_and_a_busy_dashboard_within_the_deadline() -> None:
+    """A dashboard under load closes a submission's connection (seen in `make bench` at a load
+    average of 30): the hook submits again under the same id instead of failing `pulumi up`."""
+    client = _ScriptedSubmitter(requests.ConnectionError("Remote end closed connection without response"),
+                                RuntimeError("Request failed with status code 503: "),
+                                RuntimeError("No available agent to submit job"))
+    submit(client, Deadline(60, FakeClock()), entrypoint="true", submission_id="job-1")  # type: ignore[arg-type]
+    assert client.calls == 4
+
+
+def test_submit_gives_up_at_the_deadline_naming_the_last_error_or_fails_at_once() -> None:
+    client = _ScriptedSubmitter(*[requests.ConnectionError("Connection refused")] * 100)
+    with pytest.raises(DashboardUnreachable, match=r"no submission got through in 10s \(last error: "
+                                                   r"ConnectionError: Connection refused\)"):
+        submit(client, Deadline(10, FakeClock()), entrypoint="true")  # type: ignore[arg-type]
+    bad = _ScriptedSubmitter(RuntimeError("Request failed with status code 400: runtime_env is invalid"))
+    with pytest.raises(RuntimeError, match="400"):
+        submit(bad, Deadline(60, FakeClock()), entrypoint="true")  # type: ignore[arg-type]
+    assert bad.calls == 1
