@@ -29,24 +29,26 @@ NS = f"team-{TEAM}"
 TOKEN = "e2e-hooks-dashboard-token-6f1d2c"
 STORAGE = Path(tempfile.gettempdir()) / "ray-platform-e2e-hooks"
 DYNAMIC = "pulumi-python:dynamic:RayJob"
+# Each job's wait: minutes on a quiet machine, far more on a loaded 2-core one.
+WAIT_S = 900
 
 
 def jobs(serve_port: int, **edits: dict[str, Any]) -> list[dict[str, Any]]:
     """The stack's jobs: a quick one, a training run and the Serve app on its model, and one that
     runs until stopped (its tasks ask for more CPUs than the head has, so its driver waits)."""
     listed = [
-        {"name": "stats", "kind": "core", "settings": {"num_chunks": 2, "cpus_per_task": 0.5}, "timeoutSeconds": 180},
-        {"name": "train", "kind": "train", "timeoutSeconds": 300,
+        {"name": "stats", "kind": "core", "settings": {"num_chunks": 2, "cpus_per_task": 0.5}, "timeoutSeconds": WAIT_S},
+        {"name": "train", "kind": "train", "timeoutSeconds": WAIT_S,
          "settings": {"storage_path": str(STORAGE), "model_name": "digits", "num_workers": 1,
                       "cpus_per_worker": 0.5, "epochs": 1},
          "runtimeEnv": {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}}},
-        {"name": "serve", "kind": "serve", "dependsOn": ["train"], "timeoutSeconds": 300,
+        {"name": "serve", "kind": "serve", "dependsOn": ["train"], "timeoutSeconds": WAIT_S,
          "settings": {"storage_path": str(STORAGE), "model_name": "digits", "app_name": "digits",
                       "route_prefix": "/digits", "http_host": "127.0.0.1", "http_port": serve_port,
                       "num_replicas": 1, "num_cpus": 0.25}},
-        {"name": "forever", "kind": "core", "wait": "running", "timeoutSeconds": 180,
+        {"name": "forever", "kind": "core", "wait": "running", "timeoutSeconds": WAIT_S,
          "settings": {"num_chunks": 1, "cpus_per_task": 64}},
-        {"name": "watched", "kind": "core", "wait": "running", "timeoutSeconds": 180,
+        {"name": "watched", "kind": "core", "wait": "running", "timeoutSeconds": WAIT_S,
          "settings": {"num_chunks": 1, "cpus_per_task": 64}},
     ]
     for job in listed:

@@ -115,7 +115,7 @@ class RayHeads:
         while not self._stop.wait(POLL_S):
             try:
                 self.sync()
-            except (OSError, urllib.error.URLError, ValueError) as exc:  # the API server restarting, say
+            except Exception as exc:  # noqa: BLE001 - the API server restarting, say: the loop must live on
                 self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
 
     def sync(self) -> None:
@@ -129,7 +129,9 @@ class RayHeads:
         for (namespace, cluster), head in heads.items():
             for pod in self._head_pods(namespace, cluster):
                 meta = pod["metadata"]
-                if self._forwarded.get((namespace, meta["name"])) == meta["uid"]:
+                # Once closed, a pass still under way (a slow API call) must not write a forward
+                # to a head that is being stopped.
+                if self._stop.is_set() or self._forwarded.get((namespace, meta["name"])) == meta["uid"]:
                     continue
                 body = port_forward_object(meta["name"], namespace, head)
                 path = f"{KWOK_API}/namespaces/{namespace}/portforwards"
