@@ -7,6 +7,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import promql_parser
 import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from components.clients.polling import Deadline
+from components.clients.ray_dashboard import JobClient, submit
 from components.specs.monitoring import RAY_DASHBOARDS, alert_groups, dcgm_dashboard, ray_dashboard_file
 from tools.export_dashboards import generated_dir, wait_for_dashboards
 from tools.local_ray import LocalRay
@@ -212,8 +215,15 @@ def missing_metrics(exported: set[str]) -> dict[str, list[str]]:
     return missing
 
 
+def submit_job(client: JobSubmissionClient, **job: Any) -> str:
+    """Submit as the hook does: retried while a fresh head's job agent registers ("No available agent")."""
+    submission_id = f"obs-{uuid.uuid4().hex[:12]}"
+    submit(JobClient(client.get_address()), Deadline(120), submission_id=submission_id, **job)
+    return submission_id
+
+
 def run_job(client: JobSubmissionClient, entrypoint: str, working_dir: Path, timeout: float) -> str:
-    job = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(working_dir)})
+    job = submit_job(client, entrypoint=entrypoint, runtime_env={"working_dir": str(working_dir)})
     deadline = time.monotonic() + timeout
     while not client.get_job_status(job).is_terminal():
         assert time.monotonic() < deadline, f"job {job} still running after {timeout:.0f}s"
@@ -242,8 +252,8 @@ def test_every_ray_metric_the_dashboards_and_alerts_use_is_exported_by_a_real_he
     temp_dir = Path(ray_head.temp_dir)
     client = JobSubmissionClient(ray_head.dashboard_url)
     exported: set[str] = set()
-    job = client.submit_job(entrypoint=f"python workload.py {ray_head.serve_port}",
-                            runtime_env={"working_dir": str(tmp_path), "env_vars": DATA_METRICS_ENV})
+    job = submit_job(client, entrypoint=f"python workload.py {ray_head.serve_port}",
+                     runtime_env={"working_dir": str(tmp_path), "env_vars": DATA_METRICS_ENV})
     try:
         deadline = time.monotonic() + 600
         while not client.get_job_status(job).is_terminal():
