@@ -9,6 +9,7 @@ every figure is about declaring and reconciling the team's objects.
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import json
 import subprocess
@@ -44,8 +45,7 @@ PROCESS_ROLES = {"pulumi": "engine", "pulumi-resource-kubernetes": "kubernetes p
 def control_plane() -> Iterator[dict[str, Any]]:
     """A running `make e2e-up` is used as it is and left running; otherwise one is started for the
     bench (the `local` platform deployed by `pulumi up`, the operator running) and stopped after."""
-    entry = cp.load_state().get("procs", {}).get("kube-apiserver")
-    if entry and cp._ours(entry):
+    if cp.is_up():
         yield cp.load_state()
         return
     # A no-op once cached; cold, it is the e2e toolchain's build (docs/e2e.md).
@@ -267,7 +267,7 @@ def platform_floor(state: dict[str, Any]) -> tuple[list[dict[str, Any]], set[str
     for release in releases:
         docs = [hook["manifest"] for hook in release.get("hooks") or []] + [release["manifest"]]
         for obj in (o for doc in docs for o in yaml.safe_load_all(doc) if o):
-            if obj.get("kind") != "CustomResourceDefinition" and not cluster_scoped(obj["kind"]):
+            if obj.get("kind") != "CustomResourceDefinition" and obj["kind"] not in cluster_scoped_kinds():
                 obj.setdefault("metadata", {}).setdefault("namespace", release["namespace"])
             release_objects.append(obj)
     own = render_stack(stacks.layered(state, stacks.PLATFORM_STACK), stacks_dir=stacks.STACKS_DIR).manifests()
@@ -280,14 +280,10 @@ def platform_floor(state: dict[str, Any]) -> tuple[list[dict[str, Any]], set[str
     return ordered, {r["namespace"] for r in releases}
 
 
-_CLUSTER_SCOPED: set[str] = set()
-
-
-def cluster_scoped(kind: str) -> bool:
-    if not _CLUSTER_SCOPED:
-        out = cp.kubectl("api-resources", "--namespaced=false", "--no-headers").stdout
-        _CLUSTER_SCOPED.update(line.split()[-1] for line in out.splitlines() if line.split())
-    return kind in _CLUSTER_SCOPED
+@functools.cache
+def cluster_scoped_kinds() -> frozenset[str]:
+    out = cp.kubectl("api-resources", "--namespaced=false", "--no-headers").stdout
+    return frozenset(line.split()[-1] for line in out.splitlines() if line.split())
 
 
 def delete_objects(objects: list[dict[str, Any]]) -> None:

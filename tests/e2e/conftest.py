@@ -14,12 +14,6 @@ import pytest
 from tools.e2e import controlplane as cp
 
 
-def _running() -> bool:
-    """A control plane someone started (`make e2e-up`): used as it is and left running."""
-    entry = cp.load_state().get("procs", {}).get("kube-apiserver")
-    return bool(entry) and cp._ours(entry)
-
-
 def _ps() -> list[str]:
     """Live processes as "pid args" (a zombie, already exited and waiting for init to reap it, is not one)."""
     out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True, check=True).stdout
@@ -43,7 +37,7 @@ def _note_operator() -> None:
 
 @pytest.fixture(scope="session")
 def controlplane() -> Iterator[dict]:
-    if _running():
+    if cp.is_up():
         _note_operator()
         yield cp.load_state()
         return

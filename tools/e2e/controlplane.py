@@ -228,6 +228,12 @@ def _ours(entry: dict) -> bool:
     return _alive(pid) and _start_time(pid) == entry.get("start")
 
 
+def is_up() -> bool:
+    """A control plane is running from this state dir (someone's `make e2e-up`): use it as it is."""
+    entry = load_state().get("procs", {}).get("kube-apiserver")
+    return bool(entry) and _ours(entry)
+
+
 def start(state: dict, name: str, argv: list[str], env: dict | None = None) -> None:
     entry = state["procs"].get(name)
     if entry and _ours(entry):
