@@ -90,9 +90,10 @@ def _parse_kuberay(p: Problems, node: Node, kind: str | None, cluster: RayCluste
             ttl_seconds_after_finished=kr.int("ttlSecondsAfterFinished", KubeRayJobConfig.ttl_seconds_after_finished, minimum=0),
             active_deadline_seconds=kr.int("activeDeadlineSeconds", None, minimum=1),
             backoff_limit=kr.int("backoffLimit", KubeRayJobConfig.backoff_limit, minimum=0, maximum=10),
+            priority_class=kr.str("priorityClass", None),
         )
         if not ephemeral:
-            for key in ("workerGroups", "ttlSecondsAfterFinished"):
+            for key in ("workerGroups", "ttlSecondsAfterFinished", "priorityClass"):
                 if key in kr.data:
                     p.bad(kr.key(key), kr.data[key],
                           "only with ephemeral: true (a job on the long-lived cluster leaves that cluster as it is)")

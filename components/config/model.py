@@ -307,6 +307,9 @@ class KubeRayJobConfig:
     ttl_seconds_after_finished: int = 600
     active_deadline_seconds: int | None = None
     backoff_limit: int = 0
+    # Ephemeral in a queued team: this job's WorkloadPriorityClass instead of queue.priorityClass,
+    # so one team's urgent run can preempt its own experiments (withinClusterQueue: LowerPriority).
+    priority_class: str | None = None
 
 
 @dataclass(frozen=True)

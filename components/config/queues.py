@@ -198,10 +198,10 @@ def check_team_queue(p: Problems, team: TeamConfig, queue: TeamQueueConfig, clus
     if platform.queues is None:
         p.bad(path, "{...}", f"platform stack {platform.stack!r} installs no Kueue (its ray-platform:queues)")
         return
-    if queue.priority_class not in platform.queues.priority_classes:
-        p.bad(f"{path}.priorityClass", queue.priority_class,
-              f"platform stack {platform.stack!r} has priority classes: "
-              f"{', '.join(platform.queues.priority_classes)}")
+    classes = platform.queues.priority_classes
+    for where, name in [(f"{path}.priorityClass", queue.priority_class), *job_priority_classes(jobs)]:
+        if name not in classes:
+            p.bad(where, name, f"platform stack {platform.stack!r} has priority classes: {', '.join(classes)}")
     cohort = platform.queues.cohort_of(team.name)
     if cohort is None:
         limits = [f"{path}.{key}" for key, q in (("cpu", queue.cpu), ("memory", queue.memory))
@@ -237,6 +237,18 @@ def check_team_queue(p: Problems, team: TeamConfig, queue: TeamQueueConfig, clus
         if isinstance(job.kuberay, KubeRayJobConfig) and job.kuberay.ephemeral and base is not None \
                 and base.queue is not None:
             _check_admissible(p, f"{ns('jobs')}[{i}]", ephemeral_cluster(job, base), most, queue)
+
+
+def job_priority_classes(jobs: tuple[JobConfig, ...]) -> list[tuple[str, str]]:
+    """(key path, name) of every job that names a priority class of its own."""
+    return [(f"{ns('jobs')}[{i}].kuberay.priorityClass", job.kuberay.priority_class) for i, job in enumerate(jobs)
+            if isinstance(job.kuberay, KubeRayJobConfig) and job.kuberay.priority_class is not None]
+
+
+def check_unqueued_jobs(p: Problems, jobs: tuple[JobConfig, ...]) -> None:
+    """A priority class orders work in Kueue's queues: a team with no queue has none to order."""
+    for where, name in job_priority_classes(jobs):
+        p.bad(where, name, f"only in a queued team (a team stack with {ns('queue')}, docs/queues.md)")
 
 
 def _check_admissible(p: Problems, path: str, cluster: RayClusterConfig, most: _Admissible,

@@ -15,7 +15,7 @@ from components.config.model import (
     RayClusterConfig, RayObservability, TeamConfig, TeamStackConfig, WorkerGroupConfig,
 )
 from components.config.queue_model import Queueing, local_queue_name
-from components.config.queues import check_team_queue, parse_team_queue
+from components.config.queues import check_team_queue, check_unqueued_jobs, parse_team_queue
 from components.config.reader import MISSING, Node, Problems, check_dns, check_range, check_unique, ns
 
 
@@ -269,6 +269,8 @@ def parse_team_stack(p: Problems, root: Node, stack: str, environment: str | Non
             _check_observability_against_platform(p, observability, platform)
     if queue is not None and team is not None:
         check_team_queue(p, team, queue, clusters, jobs, platform)
+    elif queue is None:
+        check_unqueued_jobs(p, jobs)
     if team is None or platform_stack is None or not clusters:
         return None
     return TeamStackConfig(stack=stack, environment=environment or "", platform_stack=platform_stack,

@@ -2,7 +2,9 @@
 queue and priority, and whether Kueue admits it at a fixed size or as an elastic job."""
 from __future__ import annotations
 
-from components.config.model import RayClusterConfig
+from dataclasses import replace
+
+from components.config.model import JobConfig, KubeRayJobConfig, RayClusterConfig
 from components.config.queue_model import Queueing
 from components.constants import KUEUE_GROUP, PRIORITY_CLASS_LABEL, QUEUE_NAME_LABEL
 
@@ -20,3 +22,11 @@ def queue_labels(queue: Queueing | None) -> dict[str, str]:
     if queue is None:
         return {}
     return {QUEUE_NAME_LABEL: queue.local_queue, PRIORITY_CLASS_LABEL: queue.priority_class}
+
+
+def job_queueing(job: JobConfig, cluster: RayClusterConfig) -> Queueing | None:
+    """A RayJob's queue: its cluster's, at the job's own priority class when it names one."""
+    kr = job.kuberay
+    if cluster.queue is None or not isinstance(kr, KubeRayJobConfig) or kr.priority_class is None:
+        return cluster.queue
+    return replace(cluster.queue, priority_class=kr.priority_class)

@@ -39,7 +39,7 @@ from components.specs.raycluster import (
     API_VERSION, common_labels, container_security_context, guaranteed_resources, pod_security_context,
     ray_cluster,
 )
-from components.specs.queueing import queue_labels
+from components.specs.queueing import job_queueing, queue_labels
 from components.versions import RAY_IMAGE_CPU
 
 KIND = "RayJob"
@@ -122,6 +122,6 @@ def ray_job(job: JobConfig, cluster: RayClusterConfig, namespace: str, team: str
         # In a queued team every RayJob names the queue; Kueue leaves one on an existing cluster
         # (clusterSelector) alone, having admitted that cluster instead (docs/queues.md).
         "metadata": {"name": f"{job.name}-{spec_digest(spec)[:RAYJOB_DIGEST_CHARS]}", "namespace": namespace,
-                     "labels": {**labels, **queue_labels(cluster.queue)}, "annotations": dict(SKIP_AWAIT)},
+                     "labels": {**labels, **queue_labels(job_queueing(job, cluster))}, "annotations": dict(SKIP_AWAIT)},
         "spec": spec,
     }

@@ -9,6 +9,7 @@ RayService instead of as a RayCluster.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import pulumi
@@ -18,6 +19,7 @@ from pulumi.stack_reference import StackReferenceOutputDetails
 from components.config.jobs import rayservice_owners
 from components.config.model import LB_SERVICE_TYPE, RayObservability, TeamStackConfig
 from components.config.queue_model import TeamQueueConfig, local_queue_name
+from components.config.queues import job_priority_classes
 from components.constants import RAY_DASHBOARD_PORT, RAY_SERVE_PORT
 from components.team.access import ClusterAccess
 from components.team.post_deploy import cluster_url, declare_jobs
@@ -35,7 +37,8 @@ class PlatformMismatch(Exception):
 
 
 def check_platform(platform: str, outputs: dict[str, Any], observability: RayObservability = RayObservability(),
-                   queue: TeamQueueConfig | None = None) -> dict[str, Any]:
+                   queue: TeamQueueConfig | None = None, job_priority_classes: Collection[str] = ()
+                   ) -> dict[str, Any]:
     """Fail the update when the platform stack was deployed from a different contract.
 
     The config check (components/config/team.py) compares against the platform's stack file;
@@ -51,8 +54,8 @@ def check_platform(platform: str, outputs: dict[str, Any], observability: RayObs
         missing = [f for f in queue.gpus if f not in queues.get("flavors", [])]
         if missing:
             problems.append(f"the team's queue has GPUs in flavors the platform does not define: {', '.join(missing)}")
-        if queue.priority_class not in queues.get("priorityClasses", {}):
-            problems.append(f"the team's priority class {queue.priority_class!r} is not one of the platform's")
+        for name in sorted({queue.priority_class, *job_priority_classes} - set(queues.get("priorityClasses", {}))):
+            problems.append(f"the priority class {name!r} is not one of the platform's (the team's queue or a job names it)")
     offered = outputs.get("observability") or {}
     if observability.metrics and not offered.get("prometheus"):
         problems.append("the team opted into metrics (observability.metrics) but the platform runs no Prometheus")
@@ -117,7 +120,8 @@ def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
     contract = pulumi.Output.all(
         kuberayVersion=read("kuberayVersion"), gpuTaint=read("gpuTaint"), clusterName=read("clusterName"),
         observability=observability, queues=read("queues"),
-    ).apply(lambda outputs: check_platform(cfg.platform_stack, outputs, cfg.observability, cfg.queue))
+    ).apply(lambda outputs: check_platform(
+        cfg.platform_stack, outputs, cfg.observability, cfg.queue, [name for _, name in job_priority_classes(cfg.jobs)]))
     # Through the contract check: no Kubernetes object is touched on a mismatched platform.
     kubeconfig = pulumi.Output.all(contract, read("kubeconfig", required=True)).apply(lambda v: v[1])
     provider = k8s.Provider(

@@ -104,6 +104,8 @@ BAD_TEAM = [
     ("queue.gpus.t4", 1, "queue.gpus.t4", "flavor 't4' names no GPU pool of platform stack 'q' (pools: a10g, h100)"),
     ("queue.gpus.h100", 10, "queue.gpus.h100.nominal", "pool 'h100' holds at most 8 GPUs (1 node(s) x 8 GPU(s)"),
     ("queue.priorityClass", "urgent", "queue.priorityClass", "has priority classes: production, batch, experiments"),
+    ("jobs.0.kuberay.priorityClass", "urgent", "jobs[0].kuberay.priorityClass",
+     "has priority classes: production, batch, experiments"),
     ("queue.cpu", {"nominal": "8", "wat": 1}, "queue.cpu.wat", "unknown key"),
     ("queue.cpu", DELETE, "queue.cpu", "required but not set"),
 ]
@@ -121,6 +123,17 @@ def test_the_cohort_capacity_is_the_pools_gpus() -> None:
     cfg_platform = platforms(gpuPools__1__maxSize=1, gpuPools__0__maxSize=3)
     assert_refused_at(raw, "ray-platform:queue.gpus", "GPU pools of cohort 'ml' hold at most 11", "vision-dev",
                       None, cfg_platform)
+
+
+def test_a_job_s_own_priority_class_labels_its_rayjob_and_needs_an_ephemeral_job_in_a_queued_team() -> None:
+    urgent = edit("jobs.0.kuberay.priorityClass", "production", TEAM)
+    kr = team(urgent).jobs[0].kuberay
+    assert kr is not None and kr.priority_class == "production"  # type: ignore[union-attr]
+    assert_refused_at(edit("queue", DELETE, urgent), "ray-platform:jobs[0].kuberay.priorityClass",
+                      "only in a queued team", "vision-dev", None, platforms())
+    on_long_lived = edit("jobs.0.kuberay", {"codeUri": "s3://b/jobs.zip", "priorityClass": "production"}, TEAM)
+    assert_refused_at(on_long_lived, "ray-platform:jobs[0].kuberay.priorityClass", "only with ephemeral: true",
+                      "vision-dev", None, platforms())
 
 
 def test_limits_need_a_cohort_and_a_queue_needs_kueue() -> None:

@@ -144,6 +144,16 @@ def test_a_queued_ephemeral_rayjob_is_suspended_and_its_cluster_admitted_whole()
     assert validate_object(obj, DEFAULT_EKS_VERSION) == []
 
 
+def test_a_job_s_own_priority_class_replaces_the_queue_s_on_its_rayjob_only() -> None:
+    kr = KubeRayJobConfig(code_uri="s3://b/jobs.zip", ephemeral=True)
+    job = JobConfig(name="tune", kind="train", cluster="train", submission="kuberay", kuberay=kr)
+    urgent = replace(job, kuberay=replace(kr, priority_class="production"))
+    labels = [ray_job(j, CLUSTER, "team-vision", "vision", "python -m jobs.train")["metadata"]["labels"]
+              for j in (job, urgent)]
+    assert [lab[PRIORITY_CLASS_LABEL] for lab in labels] == ["batch", "production"]
+    assert labels[1][QUEUE_NAME_LABEL] == "vision"
+
+
 @pytest.mark.parametrize("ephemeral", [False, True])
 def test_an_unqueued_rayjob_carries_no_queue(ephemeral: bool) -> None:
     job = JobConfig(name="tune", kind="train", cluster="train", submission="kuberay",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,9 @@ def test_a_queued_team_needs_the_platform_s_kueue_flavors_and_priority_class() -
     offered = {"flavors": ["cpu", "h100"], "priorityClasses": {"production": 1000}}
     with pytest.raises(PlatformMismatch, match="flavors the platform does not define: a10g.*'batch' is not one"):
         check_platform("org/p/prod", {**good, "queues": offered}, RayObservability(), queue)
+    with pytest.raises(PlatformMismatch, match="'urgent' is not one"):
+        check_platform("org/p/prod", {**good, "queues": {**offered, "flavors": ["a10g"]}}, RayObservability(),
+                       replace(queue, priority_class="production"), ["urgent", "production"])
     queues = rendered(render.STACKS_DIR / "Pulumi.prod.yaml").outputs["queues"]
     assert check_platform("org/p/prod", {**good, "queues": queues}, RayObservability(),
                           TeamQueueConfig(cpu=QueueQuota("8"), memory=QueueQuota("8Gi"),
