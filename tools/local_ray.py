@@ -69,12 +69,18 @@ def dashboard_ready(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def node_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def node_env(gcs_address: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a local Ray node's processes, as the Ray image's: entrypoints and hooks
     say `python ...` and `ray ...`, so this environment's interpreter comes first on PATH (local
-    jobs find ray, torch and the jobs package)."""
+    jobs find ray, torch and the jobs package).
+
+    RAY_ADDRESS names the node's own cluster, as KubeRay sets it in every Ray container. Ray's code
+    inside the cluster finds its cluster by it (Ray Train's placement-group cleaner asks the state
+    API whether its controller lives): one inherited from the caller (a test session's head) would
+    send it to another cluster, and with none and several heads on the machine it fails ("Found
+    multiple active Ray instances")."""
     bin_dir = Path(sys.executable).parent
-    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": gcs_address,
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", **(extra or {})}
 
 
@@ -96,7 +102,7 @@ def start_worker(head: LocalRay, instance_id: str, num_cpus: int = 1) -> int:
     log = open(Path(head.temp_dir) / f"ray-start-{instance_id}.log", "w")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, cwd=head.temp_dir,
-                            env=node_env({"RAY_CLOUD_INSTANCE_ID": instance_id}))
+                            env=node_env(head.gcs_address, {"RAY_CLOUD_INSTANCE_ID": instance_id}))
     return proc.pid
 
 
@@ -133,7 +139,8 @@ def start_head(temp_dir: Path, num_cpus: int = 2, log_path: Path | None = None,
         "--include-dashboard=true",
     ]
     log = open(log_path or temp_dir / "ray-start.log", "w")  # noqa: SIM115 - handed to the child
-    env = node_env({
+    gcs_address = f"127.0.0.1:{gcs_port}"
+    env = node_env(gcs_address, {
         # No flags exist for these two; with the defaults (44217, 44227) the second head
         # on a machine silently exports no autoscaler or dashboard metrics.
         "AUTOSCALER_METRIC_PORT": str(autoscaler_metrics),
@@ -142,7 +149,7 @@ def start_head(temp_dir: Path, num_cpus: int = 2, log_path: Path | None = None,
     # root `python -m jobs.x` would import the working tree instead of the shipped package.
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, env=env, cwd=temp_dir)
-    head = LocalRay(pid=proc.pid, gcs_address=f"127.0.0.1:{gcs_port}",
+    head = LocalRay(pid=proc.pid, gcs_address=gcs_address,
                     dashboard_url=f"http://127.0.0.1:{dash_port}", temp_dir=str(temp_dir),
                     num_cpus=num_cpus, metrics_port=metrics_port, serve_port=free_port())
     deadline = time.monotonic() + ready_timeout

@@ -6,8 +6,10 @@ made, so loading this module (as the pickled hook provider does) stays cheap.
 """
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import threading
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -40,6 +42,12 @@ DASHBOARD_BACKOFF = Backoff(first_s=0.5, max_s=15.0)
 REQUEST_TIMEOUT_S = 30.0
 STOP_WAIT_S = 30.0
 SERVE_REMOVE_WAIT_S = 120.0
+# The Job SDK lets these, when set in this process's environment, replace the address it is given
+# (Ray 2.60, ray/dashboard/utils.py: get_address_for_submission_client). Someone who exported
+# RAY_ADDRESS for the ray CLI (`tools.local env` prints it) would have the hook submit a stack's jobs
+# to that cluster, past the API-server tunnel, while its Serve calls went where the stack says.
+SDK_ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+_SDK_ENV_LOCK = threading.Lock()
 
 
 class RayJobError(RuntimeError):
@@ -183,8 +191,15 @@ class JobClient:
         self.url = dashboard_url.rstrip("/")
         self.public_url = (public_url or dashboard_url).rstrip("/")
         self._headers = auth_headers(token)
-        # The SDK adds its own auth header into the dict it is given: hand it a copy.
-        self.sdk: JobSubmissionClient = JobSubmissionClient(self.url, headers=dict(self._headers))
+        # The SDK reads its address once, here: it is made with the overriding variables out of the
+        # environment (under a lock, so two clients made at once restore what was there).
+        with _SDK_ENV_LOCK:
+            hidden = {name: os.environ.pop(name) for name in SDK_ADDRESS_ENV if name in os.environ}
+            try:
+                # The SDK adds its own auth header into the dict it is given: hand it a copy.
+                self.sdk: JobSubmissionClient = JobSubmissionClient(self.url, headers=dict(self._headers))
+            finally:
+                os.environ.update(hidden)
 
     def info(self, submission_id: str) -> JobDetails | None:
         """The job's details, or None when the cluster does not know the id."""

@@ -1,8 +1,15 @@
-"""The Ray dashboard client (components/clients/ray_dashboard.py): pure helpers, and its waits on a
-fake clock against a port nobody listens on or a stand-in client. The real-head tests of the
-same code run through the hook, in tests/hooks/test_ray_job.py."""
+"""The Ray dashboard client (components/clients/ray_dashboard.py): pure helpers, its waits on a
+fake clock against a port nobody listens on or a stand-in client, and which dashboard its Job SDK
+talks to (a stand-in one). The real-head tests of the same code run through the hook, in
+tests/hooks/test_ray_job.py."""
 from __future__ import annotations
 
+import http.server
+import importlib.metadata
+import json
+import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +18,8 @@ import requests
 
 from components.clients.polling import Deadline
 from components.clients.ray_dashboard import (
-    DashboardUnreachable, RayJobError, config_without_app, log_tail, poll_job, submit, wait_for_dashboard,
+    DashboardUnreachable, JobClient, RayJobError, config_without_app, log_tail, poll_job, submit,
+    wait_for_dashboard,
 )
 from tests.clock import FakeClock
 from tools.local_ray import free_port
@@ -47,6 +55,49 @@ def test_dashboard_wait_gives_up_within_its_bound() -> None:
     text = str(err.value)
     assert url in text and "within 2s" in text and "4 attempts over 2.0s" in text
     assert "Connection refused" in text and "tok-123" not in text
+
+
+class _Dashboard(http.server.BaseHTTPRequestHandler):
+    """What the Job SDK asks of a dashboard before and while listing jobs."""
+    paths: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.paths.append(self.path)
+        version = {"ray_version": importlib.metadata.version("ray")}
+        body = json.dumps(version if self.path == "/api/version" else []).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def dashboard() -> Iterator[str]:
+    _Dashboard.paths = []
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Dashboard)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("variable", ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"))
+def test_job_client_talks_to_its_dashboard_whatever_the_environment_names(
+        dashboard: str, variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Job SDK on its own would use the variable's cluster instead (here nobody listens there).
+    elsewhere = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv(variable, elsewhere)
+    client = JobClient(dashboard)
+    assert client.sdk.get_address() == dashboard
+    assert client.sdk.list_jobs() == []
+    assert "/api/jobs/" in _Dashboard.paths
+    assert os.environ[variable] == elsewhere  # left as it was, for the ray CLI
 
 
 @dataclass
