@@ -48,15 +48,17 @@ def team(name: str) -> TeamConfig:
 QUEUE = TeamQueueConfig(cpu=QueueQuota("32"), memory=QueueQuota("128Gi"), gpus={POOL: QueueQuota(str(NOMINAL))})
 
 
-def rayjob(name: str, team_name: str, priority: str) -> dict[str, Any]:
-    """A queued ephemeral RayJob of one GPU worker, as the team layer builds it (the label: above)."""
+def rayjob(name: str, team_name: str, priority: str | None) -> dict[str, Any]:
+    """A queued ephemeral RayJob of one GPU worker, as the team layer builds it (the label: above), at
+    the team queue's priority class or its own (jobs[].kuberay.priorityClass)."""
     cluster = RayClusterConfig(
         name="job", head=HeadConfig(cpu="500m", memory="1Gi", shm_size="256Mi"),
         worker_groups=(WorkerGroupConfig("gpu", "1", "2Gi", gpus=1, max_replicas=1, shm_size="256Mi",
                                          gpu_pool=POOL),),
-        queue=Queueing(local_queue=local_queue_name(team_name), priority_class=priority))
+        queue=Queueing(local_queue=local_queue_name(team_name), priority_class=QUEUE.priority_class))
     job = JobConfig(name=name, kind="core", cluster="job", submission="kuberay",
-                    kuberay=KubeRayJobConfig(code_uri="https://example.invalid/jobs.zip", ephemeral=True))
+                    kuberay=KubeRayJobConfig(code_uri="https://example.invalid/jobs.zip", ephemeral=True,
+                                             priority_class=priority))
     obj = ray_job(job, cluster, team(team_name).namespace, team_name, "python -m jobs.core")
     obj["spec"]["submitterPodTemplate"]["metadata"]["labels"][KEEP_RUNNING_LABEL] = "true"
     return obj
@@ -70,7 +72,7 @@ def _ns(team_name: str) -> str:
     return team(team_name).namespace
 
 
-def submit(team_name: str, name: str, priority: str = "batch") -> str:
+def submit(team_name: str, name: str, priority: str | None = None) -> str:
     obj = rayjob(name, team_name, priority)
     cp.api("POST", f"/apis/ray.io/v1/namespaces/{_ns(team_name)}/rayjobs", obj)
     return obj["metadata"]["name"]
