@@ -37,7 +37,7 @@ class PlatformMismatch(Exception):
 
 
 def check_platform(platform: str, outputs: dict[str, Any], observability: RayObservability = RayObservability(),
-                   queue: TeamQueueConfig | None = None, job_priority_classes: Collection[str] = ()
+                   queue: TeamQueueConfig | None = None, job_classes: Collection[str] = ()
                    ) -> dict[str, Any]:
     """Fail the update when the platform stack was deployed from a different contract.
 
@@ -54,7 +54,7 @@ def check_platform(platform: str, outputs: dict[str, Any], observability: RayObs
         missing = [f for f in queue.gpus if f not in queues.get("flavors", [])]
         if missing:
             problems.append(f"the team's queue has GPUs in flavors the platform does not define: {', '.join(missing)}")
-        for name in sorted({queue.priority_class, *job_priority_classes} - set(queues.get("priorityClasses", {}))):
+        for name in sorted({queue.priority_class, *job_classes} - set(queues.get("priorityClasses", {}))):
             problems.append(f"the priority class {name!r} is not one of the platform's (the team's queue or a job names it)")
     offered = outputs.get("observability") or {}
     if observability.metrics and not offered.get("prometheus"):
