@@ -107,11 +107,11 @@ def start_worker(head: LocalRay, instance_id: str, num_cpus: int = 1) -> int:
 
 
 def start_head(temp_dir: Path, num_cpus: int = 2, log_path: Path | None = None,
-               ready_timeout: float = 90.0) -> LocalRay:
+               ready_timeout: float = 90.0, env: dict[str, str] | None = None) -> LocalRay:
     """Start `ray start --head --block` in its own process group and wait for the dashboard.
 
     GCS, client-server and metrics ports bind to all interfaces whatever the dashboard
-    host is, so every port is chosen free per run.
+    host is, so every port is chosen free per run. `env` is added to the node's environment.
     """
     temp_dir.mkdir(parents=True, exist_ok=True)
     gcs_port, dash_port, client_port, metrics_port, agent_http, agent_grpc, runtime_env_agent, node_manager, \
@@ -144,7 +144,7 @@ def start_head(temp_dir: Path, num_cpus: int = 2, log_path: Path | None = None,
         # No flags exist for these two; with the defaults (44217, 44227) the second head
         # on a machine silently exports no autoscaler or dashboard metrics.
         "AUTOSCALER_METRIC_PORT": str(autoscaler_metrics),
-        "DASHBOARD_METRIC_PORT": str(dashboard_metrics)})
+        "DASHBOARD_METRIC_PORT": str(dashboard_metrics), **(env or {})})
     # Started outside the checkout: job drivers inherit this directory, and from the repo
     # root `python -m jobs.x` would import the working tree instead of the shipped package.
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -161,6 +161,16 @@ def start_head(temp_dir: Path, num_cpus: int = 2, log_path: Path | None = None,
         time.sleep(0.5)
     stop_head(head)
     raise TimeoutError(f"Ray dashboard did not answer within {ready_timeout:.0f}s; see {log.name}")
+
+
+def start_serve(head: LocalRay, timeout: float = 120.0) -> None:
+    """Start Serve on `head`, listening on 127.0.0.1:`head.serve_port`. Serve keeps the HTTP options
+    of its first start, so a Serve config deployed later (a RayService's, which says 0.0.0.0:8000)
+    runs on this port instead of taking a port of the machine's."""
+    code = ("import sys, ray; from ray import serve; ray.init(address=sys.argv[1]); "
+            "serve.start(http_options={'host': '127.0.0.1', 'port': int(sys.argv[2])})")
+    subprocess.run([sys.executable, "-c", code, head.gcs_address, str(head.serve_port)], check=True,
+                   capture_output=True, timeout=timeout, cwd=head.temp_dir, env=node_env(head.gcs_address))
 
 
 def session_processes(session_id: int) -> list[psutil.Process]:

@@ -162,14 +162,16 @@ def relay(client: Stream, upstream: Stream, buffer_bytes: int = BUFFER_BYTES) ->
 
 
 class Tunnel:
-    """A listener on 127.0.0.1:<free port>; each connection is relayed to a fresh `connect()` stream.
+    """A listener on 127.0.0.1:<free port> (or `bind`); each connection is relayed to a fresh `connect()` stream.
 
     `last_error` keeps the latest failure to open an upstream, so a caller that only sees a
     dropped HTTP connection can say why.
     """
 
-    def __init__(self, connect: Callable[[], Stream], description: str) -> None:
+    def __init__(self, connect: Callable[[], Stream], description: str,
+                 bind: tuple[str, int] = (LOOPBACK, 0)) -> None:
         self._connect = connect
+        self._bind = bind
         self.description = description
         self.last_error: str | None = None
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -184,7 +186,7 @@ class Tunnel:
         return tunnel_url(self.port)
 
     def __enter__(self) -> Tunnel:
-        self._listener.bind((LOOPBACK, 0))
+        self._listener.bind(self._bind)
         self._listener.listen(16)
         # accept() with a timeout: closing a listener from another thread does not wake it everywhere.
         self._listener.settimeout(ACCEPT_POLL_S)

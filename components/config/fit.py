@@ -145,7 +145,7 @@ def ephemeral_cluster(job: JobConfig, base: RayClusterConfig) -> RayClusterConfi
 def kuberay_demand(jobs: tuple[JobConfig, ...], clusters: tuple[RayClusterConfig, ...]) -> Demand:
     """What the KubeRay operator starts beyond the long-lived RayClusters at max scale.
 
-    Every RayJob runs a submitter pod; an ephemeral RayJob brings its own cluster; a RayService
+    Every RayJob in K8sJobMode runs a submitter pod (in HTTPMode the operator submits); an ephemeral RayJob brings its own cluster; a RayService
     upgraded with NewCluster runs a second copy of its cluster until the new one takes over. A
     RayService's own cluster replaces the RayCluster of that name, so it is already counted. A
     cluster with Redis fault tolerance gets a cleanup Job when it is deleted (replaced, or the old
@@ -159,7 +159,8 @@ def kuberay_demand(jobs: tuple[JobConfig, ...], clusters: tuple[RayClusterConfig
     for job in jobs:
         base = by_name.get(job.cluster)
         if isinstance(job.kuberay, KubeRayJobConfig):
-            total = _plus(total, pod_demand(submitter_pod_containers()))
+            if job.kuberay.submission_mode == "K8sJobMode":
+                total = _plus(total, pod_demand(submitter_pod_containers()))
             if job.kuberay.ephemeral and base is not None:
                 total = _plus(total, max_demand((ephemeral_cluster(job, base),)))
         elif isinstance(job.kuberay, KubeRayServiceConfig) and job.kuberay.upgrade_strategy == "NewCluster" \

@@ -9,7 +9,8 @@ from typing import Any
 
 from components.config.code import files_digest, repository_root, runtime_env_keys, shipped_files
 from components.config.model import (
-    DNS1123, JOB_KINDS, JOB_NAME_MAX, JOB_WAITS, KUBERAY_CR_NAME_MAX, SERVICE_TYPES, SUBMISSIONS, UPGRADE_STRATEGIES,
+    DNS1123, JOB_KINDS, JOB_NAME_MAX, JOB_WAITS, KUBERAY_CR_NAME_MAX, RAYJOB_SUBMISSION_MODES, SERVICE_TYPES, SUBMISSIONS,
+    UPGRADE_STRATEGIES,
     JobConfig, JobResources, KubeRayJobConfig, KubeRayServiceConfig, RayClusterConfig,
 )
 from components.config.reader import MISSING, Node, Problems, check_dns, check_unique, ns
@@ -91,6 +92,7 @@ def _parse_kuberay(p: Problems, node: Node, kind: str | None, cluster: RayCluste
             active_deadline_seconds=kr.int("activeDeadlineSeconds", None, minimum=1),
             backoff_limit=kr.int("backoffLimit", KubeRayJobConfig.backoff_limit, minimum=0, maximum=10),
             priority_class=kr.str("priorityClass", None),
+            submission_mode=kr.str("submissionMode", KubeRayJobConfig.submission_mode, choices=RAYJOB_SUBMISSION_MODES),
         )
         if not ephemeral:
             for key in ("workerGroups", "ttlSecondsAfterFinished", "priorityClass"):

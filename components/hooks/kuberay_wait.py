@@ -1,17 +1,21 @@
-"""Waiting in `pulumi up` for a KubeRay custom resource: a RayJob to finish, a RayService to be Ready.
+"""Waiting in `pulumi up` for a KubeRay custom resource: a RayJob to finish, a RayService to be Ready,
+a RayCluster to be taken by the operator.
 
 pulumi-kubernetes has no await logic for these kinds, so their CustomResources skip it
 (`pulumi.com/skipAwait`) and, when the job's config asks to wait, a small dynamic resource
 created after the CR polls the CR's status through the Kubernetes API (the platform's
 kubeconfig, a secret), within the job's `timeoutSeconds`, and fails the update with the CR's
-own status reason and message. What a status means is decided by pure functions
-(`rayjob_progress`, `rayservice_progress`), tested over realistic statuses.
+own status reason and message. A RayCluster is always waited for (`ACCEPTED`): the operator
+refuses a spec with a Warning event and no status, which is the failure then. What a status means
+is decided by pure functions (`rayjob_progress`, `rayservice_progress`, `raycluster_progress`),
+tested over realistic statuses.
 
 The provider is pickled into the state by reference to this module, holds no state, and
 imports the Kubernetes client only when it polls.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -26,13 +30,20 @@ from components.hooks.provider_host import widen_provider_host
 from components.specs.digest import spec_digest
 
 if TYPE_CHECKING:
-    from kubernetes.client import CustomObjectsApi
+    from kubernetes.client import CoreV1Api, CustomObjectsApi
 
 # Loaded in the provider host before its first call: long waits must not queue there.
 widen_provider_host()
 
 VERSION = "v1"
-PLURALS = {"RayJob": "rayjobs", "RayService": "rayservices"}
+PLURALS = {"RayJob": "rayjobs", "RayService": "rayservices", "RayCluster": "rayclusters"}
+# A RayCluster's wait: until the operator has taken its spec (wrote its status for this generation).
+ACCEPTED = "accepted"
+# The Warning events the operator gives a RayCluster it refuses, instead of a status (KubeRay v1.7.0,
+# raycluster_controller.go: it validates, records one of these and returns without writing status).
+REFUSAL_REASONS = ("InvalidRayClusterSpec", "InvalidRayClusterMetadata")
+# What the RayCluster fetcher adds to the object it read: those events' messages, newest last.
+REFUSALS_KEY = "ray-platform/refusals"
 POLL = Backoff(first_s=2.0, max_s=15.0, factor=1.5)
 API_TIMEOUT_S = 30.0
 # How long a RayService must stay Ready before the wait accepts it. On a change to serveConfigV2
@@ -63,6 +74,15 @@ class KubeRayWaitError(RuntimeError):
 
 # --- what a status means ------------------------------------------------------------------
 
+def clip(text: str, limit: int) -> str:
+    """`text` within `limit` characters: its start and its end. A failed Ray job's message is Ray's
+    "Job entrypoint command failed ..., last available logs" then the log, whose error is at the end."""
+    if len(text) <= limit:
+        return text
+    head = limit // 4
+    return f"{text[:head]} [...] {text[len(text) - (limit - head):]}"
+
+
 def rayjob_progress(obj: Mapping[str, Any], wait: str) -> Progress:
     """A RayJob's status against `wait` ("running": the Ray job runs; "succeeded": it succeeded).
 
@@ -77,7 +97,7 @@ def rayjob_progress(obj: Mapping[str, Any], wait: str) -> Progress:
     if reason:
         summary += f", reason {reason}"
     if message:
-        summary += f": {message[:1000]}"
+        summary += f": {clip(message, 2000)}"
     if status.get("failed"):
         summary += f" ({status['failed']} failed attempt(s))"
     if deployment in ("Failed", "ValidationFailed"):
@@ -136,7 +156,39 @@ def rayservice_progress(obj: Mapping[str, Any]) -> Progress:
     return Progress(done=False, summary=summary)
 
 
+def raycluster_progress(obj: Mapping[str, Any]) -> Progress:
+    """Accepted once the operator wrote the status of the current generation; failed on its refusal."""
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    generation, observed = meta.get("generation"), status.get("observedGeneration")
+    summary = f"state {status.get('state') or '-'}, observedGeneration {observed or '-'} of {generation or '-'}"
+    if generation is not None and observed is not None and int(observed) >= int(generation):
+        return Progress(done=True, summary=summary)
+    refusals = list(obj.get(REFUSALS_KEY) or [])
+    if refusals:
+        return Progress(done=False, summary=summary, failure=f"the KubeRay operator refused it: {refusals[-1][:1500]}")
+    return Progress(done=False, summary=f"{summary} (the operator has not taken this spec yet)")
+
+
+def spec_written_at(obj: Mapping[str, Any]) -> str:
+    """When the object was last written other than its status (the API server's clock, RFC 3339)."""
+    fields = (obj.get("metadata") or {}).get("managedFields") or []
+    return max((str(f.get("time") or "") for f in fields if f.get("subresource") != "status"), default="")
+
+
+def refusals(events: list[Mapping[str, Any]], since: str) -> list[str]:
+    """Messages of the operator's refusals among `events` of one object, recorded at or after `since`
+    (to the second: an earlier spec's refusal is not this one's)."""
+    found = []
+    for event in events:
+        when = max(str(event.get(k) or "") for k in ("lastTimestamp", "eventTime", "firstTimestamp"))
+        if event.get("type") == "Warning" and event.get("reason") in REFUSAL_REASONS and when[:19] >= since[:19]:
+            found.append((when, str(event.get("message") or event.get("reason"))))
+    return [message for _, message in sorted(found)]
+
+
 def progress_of(kind: str, obj: Mapping[str, Any], wait: str) -> Progress:
+    if kind == "RayCluster":
+        return raycluster_progress(obj)
     return rayjob_progress(obj, wait) if kind == "RayJob" else rayservice_progress(obj)
 
 
@@ -194,6 +246,32 @@ def fetcher(api: CustomObjectsApi, kind: str, namespace: str, name: str) -> Call
     return fetch
 
 
+def with_refusals(fetch: Callable[[], Mapping[str, Any] | None], core: CoreV1Api,
+                  namespace: str) -> Callable[[], Mapping[str, Any] | None]:
+    """`fetch`, plus the operator's refusals of the object (REFUSALS_KEY) while it has not taken its spec."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    def fetch_with_events() -> Mapping[str, Any] | None:
+        obj = fetch()
+        if obj is None or raycluster_progress(obj).done:
+            return obj
+        uid = (obj.get("metadata") or {}).get("uid")
+        try:
+            resp = core.list_namespaced_event(namespace, field_selector=f"involvedObject.uid={uid}",
+                                              _preload_content=False, _request_timeout=API_TIMEOUT_S)
+        except ApiException as exc:
+            if exc.status == 429 or (exc.status or 0) >= 500:
+                raise TransientApiError(f"listing the events of {namespace}/{uid}: HTTP {exc.status}") from None
+            return obj  # events not readable here: only the timeout can tell
+        except (Urllib3Error, OSError) as exc:
+            raise TransientApiError(f"listing the events of {namespace}/{uid}: {type(exc).__name__}") from None
+        events = json.loads(resp.data).get("items") or []
+        return {**obj, REFUSALS_KEY: refusals(events, spec_written_at(obj))}
+
+    return fetch_with_events
+
+
 def hint_for(kind: str, namespace: str, name: str) -> str:
     return (f"Inspect: kubectl -n {namespace} describe {kind.lower()} {name}; "
             f"kubectl -n {namespace} get events --field-selector involvedObject.name={name}")
@@ -201,15 +279,19 @@ def hint_for(kind: str, namespace: str, name: str) -> str:
 
 def wait_for(props: Mapping[str, Any], clock: Clock = SYSTEM_CLOCK) -> Progress:
     """The provider's create/update: poll the CR named in `props` until its wait is met."""
-    from kubernetes.client import CustomObjectsApi
+    from kubernetes.client import CoreV1Api, CustomObjectsApi
 
     from components.clients.k8s_tunnel import api_client
 
     kind, namespace, name = str(props["kind"]), str(props["namespace"]), str(props["name"])
     wait = str(props.get("wait") or "succeeded")
-    goal = "become Ready" if kind == "RayService" else ("start running" if wait == "running" else "succeed")
+    goals = {"RayService": "become Ready", "RayCluster": "get its spec taken by the KubeRay operator"}
+    goal = goals.get(kind) or ("start running" if wait == "running" else "succeed")
     with api_client(str(props["kubeconfig"]), cast("str | None", props.get("kube_context"))) as client:
-        return poll(fetcher(CustomObjectsApi(client), kind, namespace, name),
+        fetch = fetcher(CustomObjectsApi(client), kind, namespace, name)
+        if kind == "RayCluster":
+            fetch = with_refusals(fetch, CoreV1Api(client), namespace)
+        return poll(fetch,
                     lambda obj: progress_of(kind, obj, wait), f"{kind} {namespace}/{name}", goal,
                     float(props.get("timeout_seconds") or 0), hint_for(kind, namespace, name), clock,
                     settle_s=READY_SETTLE_S if kind == "RayService" else 0.0)

@@ -19,9 +19,12 @@ carries a digest of the spec: any change is a new RayJob, which `pulumi preview`
 replacement (the new one is created, then the old one deleted, its finalizer stopping a job still
 running).
 
-Submitter: a light pod (KubeRay fills in its command) that tolerates a dashboard still starting:
-KubeRay's submit command first loops until the dashboard's GCS health check passes, and asks
-`ray job status` before submitting, so the submitter Job's retries never submit twice.
+Submitter (`submissionMode: K8sJobMode`, the default): a light pod (KubeRay fills in its command)
+that tolerates a dashboard still starting: KubeRay's submit command first loops until the
+dashboard's GCS health check passes, and asks `ray job status` before submitting, so the submitter
+Job's retries never submit twice. `HTTPMode`: no pod; once the cluster is ready the operator itself
+asks the head's dashboard for the job (by its id) and submits it when the dashboard does not know it,
+so the operator must reach the dashboard (the namespace's NetworkPolicy admits it there).
 """
 from __future__ import annotations
 
@@ -95,11 +98,12 @@ def ray_job(job: JobConfig, cluster: RayClusterConfig, namespace: str, team: str
         "entrypoint": entrypoint,
         "runtimeEnvYAML": yaml.safe_dump(code_runtime_env(job, kr.code_uri), sort_keys=True),
         "metadata": ray_job_metadata(job, team),
-        "submissionMode": "K8sJobMode",
-        "submitterPodTemplate": submitter_template(labels),
-        "submitterConfig": {"backoffLimit": SUBMITTER_BACKOFF_LIMIT},
+        "submissionMode": kr.submission_mode,
         "backoffLimit": kr.backoff_limit,
     }
+    if kr.submission_mode == "K8sJobMode":
+        spec["submitterPodTemplate"] = submitter_template(labels)
+        spec["submitterConfig"] = {"backoffLimit": SUBMITTER_BACKOFF_LIMIT}
     if job.resources.cpus is not None:
         spec["entrypointNumCpus"] = job.resources.cpus
     if job.resources.gpus is not None:

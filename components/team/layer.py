@@ -169,18 +169,17 @@ def build_team(cfg: TeamStackConfig) -> dict[str, Any]:
             prerequisites=(team.namespace,)), opts=k8s_opts)
         # RayJobs and RayClusters name the LocalQueue; created before it they would wait unadmitted.
         prerequisites += (queue.local_queue,)
+    access = ClusterAccess(kubeconfig=kubeconfig, context=kube_context, k8s_opts=k8s_opts,
+                           prerequisites=prerequisites)
     clusters = {
         c.name: RayCluster(
             f"{team_name}-{c.name}",
-            RayClusterArgs(config=c, namespace=cfg.team.namespace, team=team_name,
-                           redis_password=cfg.redis_password, auth_token=cfg.dashboard_token,
-                           prerequisites=prerequisites),
+            RayClusterArgs(config=c, namespace=cfg.team.namespace, team=team_name, access=access,
+                           redis_password=cfg.redis_password, auth_token=cfg.dashboard_token),
             opts=k8s_opts,
         )
         for c in cfg.ray_clusters if c.name not in owned
     }
-    access = ClusterAccess(kubeconfig=kubeconfig, context=kube_context, k8s_opts=k8s_opts,
-                           prerequisites=prerequisites)
     # Per job an SDK hook or a KubeRay RayJob/RayService (components/team/post_deploy.py).
     jobs = declare_jobs(cfg, clusters, access)
     return {

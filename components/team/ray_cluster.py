@@ -10,18 +10,22 @@ LimitRange (`RayClusterArgs.prerequisites`), and its own Secrets and claim.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.config.model import RayClusterConfig
+from components.hooks.kuberay_wait import ACCEPTED, wait_on
 from components.specs.ray_disruption import worker_group_pdb
 from components.specs.raycluster import (
     common_labels, gcs_volume_claim, head_service_name, ray_cluster, serve_service_name,
 )
+from components.team.access import ClusterAccess
 from components.team.secrets import cluster_secrets
+
+# How long the operator gets to take a RayCluster's spec (it does so within seconds when it runs).
+ACCEPT_TIMEOUT_S = 300
 
 
 @dataclass(frozen=True)
@@ -29,16 +33,18 @@ class RayClusterArgs:
     config: RayClusterConfig
     namespace: str
     team: str
+    # The team's Kubernetes access; its prerequisites are created before any object here (given
+    # to every child: a component's own depends_on does not hold back the resources inside it).
+    access: ClusterAccess
     # Pulumi secrets from the team stack's config; required when the config asks for them.
     redis_password: pulumi.Input[str] | None = None
     auth_token: pulumi.Input[str] | None = None
-    # Created before any object here. Given to every child: a component's own depends_on
-    # does not hold back the resources inside it.
-    prerequisites: Sequence[pulumi.Resource] = ()
 
 
 class RayCluster(pulumi.ComponentResource):
     custom_resource: k8s.apiextensions.CustomResource
+    # What jobs on the cluster wait for: the operator has taken its spec.
+    done: pulumi.Resource
     head_service: str
     serve_service: str
 
@@ -46,10 +52,11 @@ class RayCluster(pulumi.ComponentResource):
         super().__init__("ray-platform:index:RayCluster", name, None, opts)
         cfg = args.config
         manifest = ray_cluster(cfg, args.namespace, args.team)
-        child = pulumi.ResourceOptions(parent=self, depends_on=list(args.prerequisites))
+        prerequisites = args.access.prerequisites
+        child = pulumi.ResourceOptions(parent=self, depends_on=list(prerequisites))
 
         needs: list[pulumi.Resource] = [
-            *args.prerequisites,
+            *prerequisites,
             *cluster_secrets(name, cfg, args.namespace, args.team, args.redis_password, args.auth_token, child),
         ]
         claim = gcs_volume_claim(cfg, args.namespace, args.team)
@@ -69,6 +76,10 @@ class RayCluster(pulumi.ComponentResource):
             pdb = worker_group_pdb(cfg.name, group.name, args.namespace, common_labels(args.team))
             k8s.policy.v1.PodDisruptionBudget(f"{name}-{group.name}-pdb", metadata=pdb["metadata"], spec=pdb["spec"],
                                               opts=child)
+        # The operator refuses a spec it cannot run with only a Warning event and no status: wait
+        # until it has taken this one, so that `pulumi up` fails with its reason instead.
+        self.done, _ = wait_on(name, self.custom_resource, manifest, ACCEPTED, ACCEPT_TIMEOUT_S,
+                               args.access.kubeconfig, args.access.context, parent=self)
         self.head_service = head_service_name(cfg.name)
         self.serve_service = serve_service_name(cfg.name)
         self.register_outputs({"name": cfg.name, "headService": self.head_service})

@@ -42,6 +42,12 @@ def test_the_demand_of_a_capped_ephemeral_cluster() -> None:
     full = parse(with_job(kuberay_ephemeral=True), "demo-dev")
     assert isinstance(full, TeamStackConfig)
     assert kuberay_demand(full.jobs, full.ray_clusters).gpus == 1
+    # HTTPMode: the operator submits, no submitter pod.
+    http = parse(with_job(kuberay_ephemeral=True, kuberay_workerGroups={"cpu": 1}, kuberay_submissionMode="HTTPMode"),
+                 "demo-dev")
+    assert isinstance(http, TeamStackConfig)
+    assert (kuberay_demand(http.jobs, http.ray_clusters).cpu, kuberay_demand(http.jobs, http.ray_clusters).pods) == \
+        (4.5, 2)
 
 
 def test_a_new_cluster_upgrade_needs_room_for_a_second_cluster() -> None:

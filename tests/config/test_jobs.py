@@ -37,6 +37,9 @@ def test_kuberay_job_config_defaults() -> None:
     (job,) = cfg.jobs
     assert job.kuberay == KubeRayJobConfig(code_uri="s3://bucket/ray-platform/jobs-1.0.0.zip")
     assert (job.kuberay.ephemeral, job.kuberay.ttl_seconds_after_finished, job.kuberay.backoff_limit) == (False, 600, 0)
+    assert job.kuberay.submission_mode == "K8sJobMode"
+    http = parse(with_job(kuberay_submissionMode="HTTPMode"), "demo-dev")
+    assert isinstance(http, TeamStackConfig) and http.jobs[0].kuberay.submission_mode == "HTTPMode"
     sdk = parse({**RAYJOB_BASE, "jobs": [{"name": "c", "kind": "core", "cluster": "batch"}]}, "demo-dev")
     assert isinstance(sdk, TeamStackConfig) and sdk.jobs[0].kuberay is None and sdk.jobs[0].submission == "sdk"
 
@@ -72,6 +75,8 @@ RAYJOB_CASES = [
      "must be >= 1"),
     ("too many retries", with_job(kuberay_ephemeral=True, kuberay_backoffLimit=11),
      "ray-platform:jobs[0].kuberay.backoffLimit", "must be <= 10"),
+    ("unknown submission mode", with_job(kuberay_submissionMode="SidecarMode"),
+     "ray-platform:jobs[0].kuberay.submissionMode", "allowed: K8sJobMode, HTTPMode"),
     ("a RayService key on a RayJob", with_job(kuberay_upgradeStrategy="None"),
      "ray-platform:jobs[0].kuberay.upgradeStrategy", "unknown key; known keys here:"),
     ("entrypoint memory", with_job(resources={"memoryBytes": 2**30}), "ray-platform:jobs[0].resources.memoryBytes",

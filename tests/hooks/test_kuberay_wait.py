@@ -14,8 +14,8 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from components.hooks.kuberay_wait import (
-    POLL, READY_SETTLE_S, KubeRayWaitError, KubeRayWaitProvider, Progress, fetcher, poll, rayjob_progress,
-    rayservice_progress,
+    POLL, READY_SETTLE_S, REFUSALS_KEY, KubeRayWaitError, KubeRayWaitProvider, Progress, fetcher, poll,
+    raycluster_progress, rayjob_progress, rayservice_progress, refusals, spec_written_at,
 )
 from tests.clock import FakeClock
 
@@ -281,3 +281,49 @@ def test_the_old_configs_ready_never_hides_the_new_configs_failure() -> None:
 def test_ready_when_time_runs_out_before_it_settled_is_accepted() -> None:
     progress, clock = wait_for_service([NEW_APPS_DEPLOYING, NEW_APPS_DEPLOYING, OLD_APPS_READY], timeout_s=5)
     assert progress.done and clock.now() == pytest.approx(5)
+
+
+# --- a RayCluster the operator refuses ----------------------------------------------------------
+
+WRITTEN = [{"manager": "pulumi-kubernetes", "operation": "Apply", "time": "2026-11-30T09:00:05Z"},
+           {"manager": "ray-operator", "operation": "Update", "subresource": "status", "time": "2026-11-30T08:00:00Z"}]
+
+
+def raycluster(generation: int, observed: int | None, **extra: Any) -> Obj:
+    return {"metadata": {"name": "ray", "generation": generation, "uid": "u-1", "managedFields": WRITTEN},
+            "status": {} if observed is None else {"observedGeneration": observed, "state": "ready"}, **extra}
+
+
+def refusal(when: str, message: str = "spec.gcsFaultToleranceOptions: the embedded storage needs the "
+                                      "GCSFaultToleranceEmbeddedStorage feature gate") -> Obj:
+    return {"type": "Warning", "reason": "InvalidRayClusterSpec", "eventTime": when, "message": message}
+
+
+def test_a_raycluster_is_accepted_once_the_operator_wrote_its_status_for_this_generation() -> None:
+    assert raycluster_progress(raycluster(2, 2)).done
+    assert not raycluster_progress(raycluster(3, 2)).done
+    waiting = raycluster_progress(raycluster(1, None))
+    assert not waiting.done and waiting.failure is None and "has not taken this spec yet" in waiting.summary
+
+
+def test_a_refused_raycluster_fails_with_the_operators_reason() -> None:
+    refused = raycluster_progress({**raycluster(1, None), REFUSALS_KEY: ["spec.x: bad"]})
+    assert refused.failure == "the KubeRay operator refused it: spec.x: bad"
+
+
+def test_only_refusals_of_the_current_spec_count() -> None:
+    since = spec_written_at(raycluster(2, 1))
+    assert since == "2026-11-30T09:00:05Z"  # the spec's last write, not the operator's status write
+    events = [refusal("2026-11-30T08:59:00.000001Z", "an earlier spec"), refusal("2026-11-30T09:00:05.421337Z"),
+              {"type": "Normal", "reason": "CreatedService", "eventTime": "2026-11-30T09:00:06Z", "message": "ok"}]
+    assert refusals(events, since) == [events[1]["message"]]
+
+
+def test_a_long_failure_message_keeps_its_start_and_its_end() -> None:
+    log = "Job entrypoint command failed with exit code 1, last available logs:\n" + "noise\n" * 2000 + \
+        "ValueError: num_chunks must be >= 1"
+    failed = rayjob_progress({"status": {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "reason": "AppFailed",
+                                         "message": log}}, "succeeded")
+    assert failed.failure is not None and len(failed.failure) < 2200
+    assert "Job entrypoint command failed with exit code 1" in failed.failure
+    assert failed.failure.endswith("ValueError: num_chunks must be >= 1")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +16,15 @@ from components.config.model import JobConfig, JobResources, KubeRayJobConfig, R
 from components.clients.ray_jobs import entrypoint
 from components.specs.rayjob import ray_job
 from jobs.common import JOBS_DIR, parse_result
+from tools.e2e.code_archive import jobs_archive as archive_at
 from tools.local_ray import LocalRay
 
 Obj = dict[str, Any]
-ARCHIVE_TOP = "ray-platform-jobs"
 
 
 def jobs_archive(directory: Path) -> str:
-    """The code archive CI publishes (`git archive --prefix=ray-platform-jobs/ HEAD jobs`), as a file:// URI."""
-    path = directory / "jobs-test.zip"
-    with zipfile.ZipFile(path, "w") as archive:
-        for source in sorted(JOBS_DIR.rglob("*.py")):
-            archive.write(source, f"{ARCHIVE_TOP}/jobs/{source.relative_to(JOBS_DIR).as_posix()}")
-    return path.as_uri()
+    """The code archive CI publishes (tools/e2e/code_archive.py), as a file:// URI."""
+    return archive_at(directory).as_uri()
 
 
 CLUSTER = RayClusterConfig(name="batch", worker_groups=(
@@ -53,6 +48,18 @@ def test_the_name_changes_exactly_when_the_spec_does() -> None:
         first["metadata"]["name"]
     assert first["spec"]["clusterSelector"] == {"ray.io/cluster": "batch"}
     assert first["spec"]["entrypointNumCpus"] == 0.5 and "entrypointNumGpus" not in first["spec"]
+
+
+def test_http_mode_has_the_operator_submit_without_a_submitter_pod() -> None:
+    job = core_job()
+    default = ray_job(job, CLUSTER, "team-x", "x", entrypoint(job))["spec"]
+    assert default["submissionMode"] == "K8sJobMode" and "submitterPodTemplate" in default
+    http_job = core_job(submission_mode="HTTPMode")
+    http = ray_job(http_job, CLUSTER, "team-x", "x", entrypoint(http_job))["spec"]
+    assert http["submissionMode"] == "HTTPMode"
+    assert "submitterPodTemplate" not in http and "submitterConfig" not in http
+    assert {k: v for k, v in default.items() if not k.startswith("submi")} == \
+        {k: v for k, v in http.items() if not k.startswith("submi")}
 
 
 def test_ephemeral_clusters_take_only_the_capped_groups_and_no_gcs_state() -> None:

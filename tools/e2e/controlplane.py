@@ -77,6 +77,8 @@ KUBECONFIG = STATE_DIR / "kubeconfig"
 STATE_FILE = STATE_DIR / "state.json"
 ENV_SH = STATE_DIR / "env.sh"
 PULUMI_STATE = STATE_DIR / "state"
+# The KubeRay operator's /etc/hosts (in_own_hosts): the cluster DNS names of the heads it must reach.
+OPERATOR_HOSTS = STATE_DIR / "operator-hosts"
 
 
 def log(msg: str) -> None:
@@ -449,21 +451,53 @@ def deploy_platform(state: dict) -> None:
     log(f"platform stack `{stacks.PLATFORM_STACK}` deployed by pulumi up in {time.monotonic() - t0:.0f}s")
 
 
+def in_own_hosts(argv: list[str]) -> list[str]:
+    """`argv` run in a mount namespace of its own whose /etc/hosts is OPERATOR_HOSTS (bind-mounted).
+
+    The operator reaches a Ray head at `<head Service>.<namespace>.svc.cluster.local`, which nothing
+    on this machine resolves; tools/e2e/ray_heads.py writes those names into OPERATOR_HOSTS, each with
+    the loopback address it serves that head on. The binary is built with CGO_ENABLED=0: Go's own
+    resolver reads /etc/hosts (nsswitch `hosts: files dns`) and reloads it when it changes (within
+    5 s), so the file is rewritten in place, never replaced (a bind mount holds the inode). `unshare`
+    execs the command in its own pid, so the recorded pid is the operator's. Without root, a user
+    namespace maps this user to root inside, which may mount there.
+    """
+    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    return ["unshare", "--mount", "--propagation", "private", *user, "--",
+            "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', str(OPERATOR_HOSTS), *argv]
+
+
+def set_operator_host(name: str, address: str | None) -> None:
+    """Resolve `name` to `address` in the operator's /etc/hosts (None: forget it), in place."""
+    import fcntl
+    with open(OPERATOR_HOSTS, "a+") as f:  # none yet when the operator was not started
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        lines = [line for line in f.read().splitlines() if line.split("#", 1)[0].split()[1:] != [name]]
+        if address is not None:
+            lines.append(f"{address} {name}")
+        f.seek(0)
+        f.truncate()
+        f.write("\n".join(lines) + "\n")
+
+
 def start_operator(state: dict) -> None:
     ports = state["ports"]
     env = dict(os.environ, KUBECONFIG=str(KUBECONFIG))
-    start(state, "kuberay-operator", [
+    # This machine's own entries (localhost), then the heads' as they come.
+    OPERATOR_HOSTS.write_text(Path("/etc/hosts").read_text())
+    start(state, "kuberay-operator", in_own_hosts([
         binary("kuberay-operator"), "--enable-leader-election=false",
         "--metrics-addr", f"127.0.0.1:{ports['operator-metrics']}",
         "--health-probe-bind-address", f"127.0.0.1:{ports['operator-probe']}",
         "--log-stdout-encoder", "console",
-    ], env=env)
+    ]), env=env)
     probe = f"http://127.0.0.1:{ports['operator-probe']}/readyz"
     wait_for("KubeRay operator /readyz", lambda: (check_running(state, "kuberay-operator"),
                                                   urllib.request.urlopen(probe, timeout=2).status == 200)[1],
              timeout=90)
     explicit = bool(os.environ.get("RAY_PLATFORM_E2E_KUBERAY_OPERATOR"))
-    state["operator"] = {"binary": state["procs"]["kuberay-operator"]["argv"][0],
+    state["operator"] = {"binary": binary("kuberay-operator"), "hosts": str(OPERATOR_HOSTS),
                          "version": "given" if explicit else _V["KUBERAY_E2E_OPERATOR_VERSION"],
                          "deployed-by-platform": _V["KUBERAY_VERSION"], "explicit": explicit,
                          "note": operator_note(explicit)}
