@@ -10,13 +10,16 @@ Service's cluster DNS name (its own /etc/hosts) and through the API server's por
 
 The tests run in file order: a RayJob succeeds; a failing one fails `up` with KubeRay's reason and its
 ephemeral cluster goes after its TTL; a RayCluster the operator refuses fails `up` with its message;
-the RayService becomes Ready and its app answers; a NewCluster upgrade switches to a new cluster;
-with `upgradeStrategy: None` a Serve config change applies in place; destroy.
+`wait: running` returns once Ray runs the job; a RayService the operator refuses (ValidationFailed)
+and one not Ready within its initializing timeout fail `up`; the RayService becomes Ready and its
+app answers; a NewCluster upgrade switches to a new cluster; with `upgradeStrategy: None` a Serve
+config change applies in place and a cluster change replaces the RayService; destroy.
 """
 from __future__ import annotations
 
 import copy
 import json
+import re
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -57,6 +60,10 @@ def code_jobs(code_uri: str) -> dict[str, dict[str, Any]]:
         "broken": {"name": "broken", "kind": "core", "cluster": TEAM, "submission": "kuberay", "timeoutSeconds": WAIT_S,
                    "kuberay": {**http, "ephemeral": True, "ttlSecondsAfterFinished": TTL_S},
                    "settings": {"num_chunks": 0}},
+        # Sleeps, so it is still running when `up` returns; a command of the image, no code.
+        "long": {"name": "long", "entrypoint": "python -c 'import time; time.sleep(900)'", "cluster": TEAM,
+                 "submission": "kuberay", "wait": "running", "kuberay": {"submissionMode": "HTTPMode"},
+                 "timeoutSeconds": WAIT_S},
         "serve": {"name": "serve", "kind": "serve", "cluster": SERVICE, "submission": "kuberay", "dependsOn": ["train"],
                   "timeoutSeconds": WAIT_S,
                   "kuberay": {"codeUri": code_uri, "upgradeStrategy": "NewCluster", "clusterDeletionDelaySeconds": 5},
@@ -200,6 +207,45 @@ def test_a_raycluster_the_operator_refuses_fails_up_with_its_message(ctx: dict[s
          {c["metadata"]["name"] for c in custom("rayclusters")["items"]}, 120)
 
 
+def test_wait_running_returns_once_ray_runs_the_job(ctx: dict[str, Any]) -> None:
+    # The operator says jobDeploymentStatus Running as soon as it has submitted (or made the submitter),
+    # while Ray's own status may still be PENDING: `wait: running` waits for Ray's RUNNING.
+    up(ctx, stack_file(ctx, ["train", "long"]))
+    status = rayjob(ctx, "long")["status"]
+    assert (status["jobDeploymentStatus"], status["jobStatus"]) == ("Running", "RUNNING"), status
+    assert outputs(ctx)["jobs"]["long"]["status"].startswith("jobDeploymentStatus Running, jobStatus RUNNING")
+    client = JobSubmissionClient(ctx["head"].dashboard_url)
+    assert client.get_job_status(status["jobId"]).value == "RUNNING"
+    up(ctx, deployed(ctx))  # without it: deleting the RayJob stops its Ray job
+    wait("the removed RayJob's Ray job stopped",
+         lambda: client.get_job_status(status["jobId"]).value == "STOPPED", 120)
+
+
+def test_a_rayservice_the_operator_refuses_fails_up_at_once(ctx: dict[str, Any]) -> None:
+    # REDIS_USERNAME on its cluster's containers (from the serve job's env): KubeRay's validation refuses
+    # the RayService (Ready False, reason ValidationFailed) and never moves its observedGeneration.
+    refused = {"env": {"REDIS_USERNAME": {"secretKeyRef": {"name": "team-redis", "key": "user"}}}}
+    proc = up(ctx, stack_file(ctx, ["train", "serve"], serve=refused), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "ValidationFailed" in out and "redis username" in out, out
+    up(ctx, deployed(ctx))
+    wait("the refused RayService deleted", lambda: not custom("rayservices")["items"], 120)
+
+
+def test_a_rayservice_not_ready_in_its_initializing_timeout_fails_up(ctx: dict[str, Any]) -> None:
+    # A replica of 16 CPUs on a 2-CPU cluster is never placed: the app never runs, and after the
+    # `ray.io/initializing-timeout` the operator marks the RayService failed and deletes its cluster.
+    stuck = {"kuberay": {"codeUri": ctx["code_uri"], "initializingTimeoutSeconds": 60},
+             "settings": {**code_jobs(ctx["code_uri"])["serve"]["settings"], "num_cpus": 16}}
+    proc = up(ctx, stack_file(ctx, ["train", "serve"], serve=stuck), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "InitializingTimeout" in out, out
+    up(ctx, deployed(ctx))
+    wait("the failed RayService deleted", lambda: not custom("rayservices")["items"], 120)
+
+
 def test_a_rayservice_becomes_ready_and_its_app_answers(ctx: dict[str, Any]) -> None:
     ctx["deployed"] = (["train", "serve"], {})
     up(ctx, deployed(ctx))
@@ -246,4 +292,23 @@ def test_with_upgrade_strategy_none_a_serve_config_change_applies_in_place(ctx: 
 
     # Ready stays True through an in-place change: the new config's second replica comes after.
     wait("the app's second replica, on the same cluster", two_running, 180)
+    assert len(answer(head.serve_port)["predictions"]) == len(DIGITS)
+
+
+def test_with_upgrade_strategy_none_a_cluster_change_replaces_the_rayservice(ctx: dict[str, Any]) -> None:
+    # None never runs two clusters: a change to the cluster replaces the RayService (delete, then
+    # create), which the preview shows.
+    before, old = custom("rayservices", SERVICE)["metadata"]["uid"], active_cluster()
+    jobs, edits = ctx["deployed"]
+    ctx["deployed"] = (jobs, {**edits, "service": {"memory": "6Gi"}})
+    diff = run(ctx, "preview", "--diff", deployed(ctx)).stdout
+    assert re.search(r"^\s*[-+]{2}\s*kubernetes:ray\.io/v1:RayService: \(replace\)$", diff, re.M), diff
+    up(ctx, deployed(ctx))
+    assert custom("rayservices", SERVICE)["metadata"]["uid"] != before
+    new = active_cluster()
+    assert new != old
+    wait("the old cluster deleted", lambda: old not in {c["metadata"]["name"] for c in custom("rayclusters")["items"]},
+         180)
+    head = ctx["heads"].owned(NS)[new]
+    assert serve_apps(head.dashboard_url)["digits"]["status"] == "RUNNING"
     assert len(answer(head.serve_port)["predictions"]) == len(DIGITS)
