@@ -301,7 +301,7 @@ def test_with_upgrade_strategy_none_a_cluster_change_replaces_the_rayservice(ctx
     before, old = custom("rayservices", SERVICE)["metadata"]["uid"], active_cluster()
     jobs, edits = ctx["deployed"]
     ctx["deployed"] = (jobs, {**edits, "service": {"memory": "6Gi"}})
-    diff = run(ctx, "preview", "--diff", deployed(ctx)).stdout
+    diff = run(ctx, "preview", deployed(ctx), "--diff").stdout
     assert re.search(r"^\s*[-+]{2}\s*kubernetes:ray\.io/v1:RayService: \(replace\)$", diff, re.M), diff
     up(ctx, deployed(ctx))
     assert custom("rayservices", SERVICE)["metadata"]["uid"] != before
