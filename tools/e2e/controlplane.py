@@ -8,8 +8,9 @@ What runs, all as host processes bound to 127.0.0.1, each built by tools/e2e/too
 etcd, kube-apiserver (TLS, client certificates, RBAC), kube-controller-manager, kube-scheduler,
 kwok (pretends to be the kubelets of the nodes it manages: nodes turn Ready, pods Running), the
 KubeRay operator (out of cluster, with a kubeconfig; the chart's operator pod, when the platform
-stack deploys it, is just another KWOK pod), and a static HTTP server for the chart mirror
-(../shared/helm-repo). Certificates are made with `openssl`; nothing is downloaded.
+stack deploys it, is just another KWOK pod), Kueue the same way with the egress proxy that lets the
+API server reach its webhooks (tools/e2e/kueue.py, tools/e2e/egress.py), and a static HTTP server for
+the chart mirror (../shared/helm-repo). Certificates are made with `openssl`; nothing is downloaded.
 
 Nodes are KWOK nodes shaped like the platform's pools (labels and taints from
 components/constants.py): system nodes, CPU nodes, and GPU pools with `nvidia.com/gpu` capacity,
@@ -124,6 +125,7 @@ def _openssl(*args: str) -> None:
 
 
 def make_pki() -> None:
+    make_front_proxy_pki()
     if (PKI / "admin.crt").exists():
         return
     PKI.mkdir(parents=True, exist_ok=True)
@@ -144,6 +146,24 @@ def make_pki() -> None:
                  "-CAcreateserial", "-out", p(f"{name}.crt"), "-days", "3650", "-extfile", p(f"{name}.ext"))
     _openssl("genrsa", "-out", p("sa.key"), "2048")
     _openssl("rsa", "-in", p("sa.key"), "-pubout", "-out", p("sa.pub"))
+
+
+def make_front_proxy_pki() -> None:
+    """The aggregation layer's own CA and the client certificate the API server proxies to aggregated
+    APIs (Kueue's visibility API) with, as kubeadm makes them: without it an aggregated API refuses the
+    API server, and a namespace cannot be deleted while any API's discovery fails."""
+    if (PKI / "front-proxy-client.crt").exists():
+        return
+    PKI.mkdir(parents=True, exist_ok=True)
+    p = lambda n: str(PKI / n)  # noqa: E731
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", p("front-proxy-ca.key"),
+             "-out", p("front-proxy-ca.crt"), "-days", "3650", "-subj", "/CN=front-proxy-ca")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", p("front-proxy-client.key"),
+             "-out", p("front-proxy-client.csr"), "-subj", "/CN=front-proxy-client")
+    Path(p("front-proxy-client.ext")).write_text("extendedKeyUsage=clientAuth\n")
+    _openssl("x509", "-req", "-in", p("front-proxy-client.csr"), "-CA", p("front-proxy-ca.crt"),
+             "-CAkey", p("front-proxy-ca.key"), "-CAcreateserial", "-out", p("front-proxy-client.crt"),
+             "-days", "3650", "-extfile", p("front-proxy-client.ext"))
 
 
 def write_kubeconfig(api_port: int) -> None:
@@ -287,8 +307,8 @@ def stop(state: dict, name: str, grace: float = 15) -> None:
 
 # --------------------------------------------------------------------------- the components
 
-ORDER = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
-         "chart-mirror", "kuberay-operator"]
+ORDER = ["etcd", "egress", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
+         "chart-mirror", "kueue", "kuberay-operator"]
 
 
 def _ports(state: dict) -> dict:
@@ -301,6 +321,7 @@ def _ports(state: dict) -> dict:
 
 
 def start_control_plane(state: dict) -> None:
+    from tools.e2e import egress, kueue  # they read this module's paths and API access
     ports = _ports(state)
     pki = lambda n: str(PKI / n)  # noqa: E731
     (STATE_DIR / "etcd").mkdir(parents=True, exist_ok=True)
@@ -314,6 +335,8 @@ def start_control_plane(state: dict) -> None:
     ])
     wait_for("etcd", lambda: (check_running(state, "etcd"), urllib.request.urlopen(f"{etcd_url}/health", timeout=2)
                               .status == 200)[1], timeout=60)
+    # Webhooks and aggregated APIs of host-process controllers (Kueue) are reached through it.
+    start(state, "egress", [sys.executable, "-m", "tools.e2e.egress"], env=dict(os.environ, PYTHONPATH=str(REPO)))
     start(state, "kube-apiserver", [
         binary("kube-apiserver"), "--etcd-servers", etcd_url,
         "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", str(ports["apiserver"]),
@@ -323,7 +346,11 @@ def start_control_plane(state: dict) -> None:
         "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
         "--service-cluster-ip-range", SERVICE_CIDR, "--authorization-mode", "Node,RBAC",
         "--allow-privileged=true", "--enable-priority-and-fairness=false", "--profiling=false",
-        "--endpoint-reconciler-type", "none",
+        "--endpoint-reconciler-type", "none", "--egress-selector-config-file", str(egress.write_config()),
+        "--requestheader-client-ca-file", pki("front-proxy-ca.crt"), "--requestheader-allowed-names",
+        "front-proxy-client", "--requestheader-username-headers", "X-Remote-User", "--requestheader-group-headers",
+        "X-Remote-Group", "--requestheader-extra-headers-prefix", "X-Remote-Extra-",
+        "--proxy-client-cert-file", pki("front-proxy-client.crt"), "--proxy-client-key-file", pki("front-proxy-client.key"),
         # Port-forward, logs and exec reach a node's "kubelet" (KWOK's server) at its InternalIP:
         # every KWOK node's Hostname address is its name, which nothing resolves.
         "--kubelet-preferred-address-types", "InternalIP",
@@ -343,7 +370,7 @@ def start_control_plane(state: dict) -> None:
     start(state, "kube-scheduler", [
         binary("kube-scheduler"), *common, "--secure-port", str(ports["scheduler"]),
     ])
-    stages = toolchain.kwok_stages()
+    stages = kueue.kwok_stages(toolchain.kwok_stages())
     # KWOK's PortForward objects (tools/e2e/ray_heads.py makes them) are read from the API server.
     kubectl("apply", "--server-side", "-f", str(toolchain.kwok_crds()))
     start(state, "kwok", [
@@ -547,6 +574,8 @@ def up(args: argparse.Namespace) -> int:
     create_nodes()
     mirror = start_mirror(state)
     write_env_sh(state)
+    from tools.e2e import kueue
+    kueue.start(state)  # idle until the platform stack installs Kueue's chart
     if args.no_platform:
         apply_kuberay_crds()
     else:

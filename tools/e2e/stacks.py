@@ -32,6 +32,8 @@ PROJECT = "ray-platform"
 # hooks' own e2e), so they are left out here.
 PLATFORM_STACK = "local"
 TEAM_STACK = "demo-local"
+# Two teams sharing GPUs through Kueue (tests/e2e/test_kueue.py).
+E2E_COHORT = {"name": "e2e", "teams": ["alpha", "beta"]}
 E2E_GPU_GROUP = {"name": "gpu", "cpu": "4", "memory": "16Gi", "gpus": 1, "gpuPool": "g5-ondemand",
                  "replicas": 1, "minReplicas": 1, "maxReplicas": 2}
 
@@ -58,6 +60,7 @@ def platform_overrides(state: dict[str, Any]) -> dict[str, Any]:
         key("cluster"): cluster,
         key("sources"): {"helmRepository": cp.mirror_url(state), "kuberayCrds": str(cp.KUBERAY_CRDS)},
         key("gpuPools"): gpu_pools(),
+        key("queues"): {**shipped(PLATFORM_STACK)["config"].get(key("queues"), {}), "cohorts": [E2E_COHORT]},
     }
 
 
