@@ -4,7 +4,8 @@ and one for CPU, the cohorts, the WorkloadPriorityClasses (components/specs/kueu
 Kueue's CRDs are templates of its chart (not its crds/), so Helm upgrades them with the release, and
 deletes them with it: destroying a platform stack with Kueue removes every team's queues, as
 destroying its cluster would (docs/queues.md). The objects are created once the release is ready:
-Kueue's admission webhooks check them, and they answer only once the controller runs.
+Kueue's admission webhooks check them, and they answer only once the controller runs. The chart's
+aggregated ClusterRoles are claimed here too, so that a destroy deletes them before the uninstall.
 """
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ import pulumi_kubernetes as k8s
 from components.config.model import GpuPoolConfig
 from components.config.queue_model import QueuesConfig
 from components.platform.helm import pinned_release
-from components.specs.kueue import chart_values, platform_queue_objects
+from components.specs.kueue import AGGREGATED_ROLES, aggregated_role, chart_values, platform_queue_objects
 from components.versions import KUEUE_CHART, KUEUE_CHART_REPO, KUEUE_CHART_VERSION, KUEUE_VERSION
 
 
 class _KueueObject(pulumi.CustomResource):
-    """One Kueue object as built, whole: a WorkloadPriorityClass keeps its fields (`value`,
-    `description`) beside `metadata`, where k8s.apiextensions.CustomResource (spec only) cannot."""
+    """One object as built, whole: a WorkloadPriorityClass keeps its fields (`value`, `description`)
+    beside `metadata`, where k8s.apiextensions.CustomResource (spec only) cannot."""
 
     def __init__(self, name: str, obj: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
         super().__init__(f"kubernetes:{obj['apiVersion']}:{obj['kind']}", name, dict(obj), opts)
@@ -51,4 +52,7 @@ class Kueue(pulumi.ComponentResource):
         after = pulumi.ResourceOptions(parent=self, depends_on=[self.release])
         for obj in platform_queue_objects(args.config, args.gpu_pools):
             _KueueObject(f"{name}-{obj['kind'].lower()}-{obj['metadata']['name']}", obj, after)
+        # Depending on the release, these go before its uninstall (components/specs/kueue.py says why).
+        for role in AGGREGATED_ROLES:
+            _KueueObject(f"{name}-{role}", aggregated_role(role), after)
         self.register_outputs({"version": KUEUE_VERSION, "namespace": args.config.namespace})

@@ -33,6 +33,12 @@ MANAGER_CONFIG_KEY = "controller_manager_config.yaml"
 WEBHOOK_SERVICE = f"{RELEASE_NAME}-webhook-service"
 # Only the Ray kinds are queued; RayService is left out on purpose (docs/queues.md).
 FRAMEWORKS = ("ray.io/rayjob", "ray.io/raycluster")
+# The chart's ClusterRoles that aggregate its per-kind roles (by `aggregationRule`; their rules are
+# kube-controller-manager's to fill). The platform deletes them before Helm's uninstall: deleted in
+# the same batch as the roles they aggregate, they are re-created by the controller (an unconditional
+# server-side apply of the rules it computed from its cache), and the uninstall waits for them until
+# it times out.
+AGGREGATED_ROLES = tuple(f"{RELEASE_NAME}-{group}-role" for group in ("batch-admin", "batch-user"))
 # How long an admitted workload may take to have every pod Ready (GPU nodes scaling up from zero
 # included) before Kueue evicts it and requeues it: admitted whole, or not holding quota.
 PODS_READY_TIMEOUT = "10m"
@@ -76,6 +82,12 @@ def platform_queue_objects(queues: QueuesConfig, pools: tuple[GpuPoolConfig, ...
     """Everything the platform declares besides the Helm release, flavors first."""
     return [cpu_flavor(), *(gpu_flavor(pool) for pool in pools), *(cohort(c.name) for c in queues.cohorts),
             *(priority_class(name, value) for name, value in queues.priority_classes.items())]
+
+
+def aggregated_role(name: str) -> dict[str, Any]:
+    """A claim on one of the chart's aggregated ClusterRoles, by name alone: applied with server-side
+    apply it owns no field the chart sets, and deleting it deletes the role."""
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name}}
 
 
 def manager_config(queues: QueuesConfig) -> dict[str, Any]:

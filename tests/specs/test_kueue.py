@@ -2,6 +2,8 @@
 pure builders, validated strictly against the Kueue v0.19.2 and KubeRay CRDs."""
 from __future__ import annotations
 
+import re
+import tarfile
 from dataclasses import replace
 
 import pytest
@@ -20,8 +22,8 @@ from components.specs.gpu_nodes import gpu_toleration
 from components.specs.queueing import ELASTIC_JOB_ANNOTATION
 from components.specs.raycluster import ray_cluster
 from components.specs.rayjob import ray_job
-from components.versions import DEFAULT_EKS_VERSION, KUEUE_VERSION
-from tools.k8s_schema import validate_object
+from components.versions import DEFAULT_EKS_VERSION, KUEUE_CHART, KUEUE_CHART_VERSION, KUEUE_VERSION
+from tools.k8s_schema import kueue_crd_dir, validate_object
 
 POOLS = (GpuPoolConfig(name="a10g", instance_types=("g5.xlarge",), max_size=4),
          GpuPoolConfig(name="h100", instance_types=("p5.48xlarge",), max_size=1, gpus_per_node=8,
@@ -88,6 +90,22 @@ def _resources(cq: dict, flavor: str) -> dict:
             if f["name"] == flavor:
                 return {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in f["resources"]}
     raise AssertionError(flavor)
+
+
+def test_the_aggregated_roles_claimed_are_exactly_the_chart_s() -> None:
+    # Read from the pinned chart in the mirror beside the repo: a chart that adds or renames one would
+    # otherwise bring back the uninstall that waits for a role the controller keeps re-creating.
+    chart = kueue_crd_dir().parents[1] / "helm-repo" / f"{KUEUE_CHART}-{KUEUE_CHART_VERSION}.tgz"
+    with tarfile.open(chart) as tgz:
+        templates = [tgz.extractfile(m).read().decode() for m in tgz.getmembers()  # type: ignore[union-attr]
+                     if m.name.startswith(f"{KUEUE_CHART}/templates/") and m.isfile()]
+    aggregating = [t for t in templates if re.search(r"^aggregationRule:", t, re.M)]
+    names = {re.search(r"^  name: '\{\{ include \"kueue.fullname\" \. \}\}(-[\w-]+)'", t, re.M).group(1)
+             for t in aggregating}  # type: ignore[union-attr]
+    assert K.AGGREGATED_ROLES == tuple(sorted(K.RELEASE_NAME + n for n in names))
+    for name in K.AGGREGATED_ROLES:
+        claim = K.aggregated_role(name)
+        assert claim["metadata"] == {"name": name} and set(claim) == {"apiVersion", "kind", "metadata"}
 
 
 def test_the_cluster_queue_borrows_at_most_what_the_resource_quota_leaves() -> None:

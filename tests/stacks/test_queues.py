@@ -8,6 +8,7 @@ import yaml
 from components.config.model import PlatformConfig
 from components.config.stack_files import parse_stack_file
 from components.constants import NODE_POOL_LABEL, QUEUE_NAME_LABEL
+from components.specs.kueue import AGGREGATED_ROLES
 from components.versions import KUEUE_CHART_REPO, KUEUE_CHART_VERSION, KUEUE_VERSION
 from tests.stacks import manifests_of, of_type, rendered
 from tools.render import STACKS_DIR
@@ -37,6 +38,17 @@ def test_the_platform_installs_the_pinned_kueue_chart_and_a_flavor_per_pool() ->
         if "kueue.x-k8s.io" in urn:
             assert "ray-prod-kueue-release" in r.dependencies[urn], urn
     assert r.outputs["queues"]["cohorts"] == {"vision": "prod-ml", "nlp": "prod-ml"}
+
+
+def test_the_chart_s_aggregated_roles_go_before_its_uninstall() -> None:
+    r = rendered(PROD)
+    claims = {x["inputs"]["metadata"]["name"]: x for x in of_type(r, "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
+              if x["inputs"]["metadata"]["name"] in AGGREGATED_ROLES}
+    assert set(claims) == set(AGGREGATED_ROLES)
+    for claim in claims.values():
+        # Pulumi deletes a resource before what it depends on: the role goes before Helm's uninstall.
+        assert "ray-prod-kueue-release" in r.dependencies[claim["urn"]]
+        assert "rules" not in claim["inputs"] and "aggregationRule" not in claim["inputs"]
 
 
 def test_a_platform_without_queues_installs_no_kueue() -> None:
