@@ -15,6 +15,7 @@ import yaml
 
 from components import constants as C
 from components.config.fit import quantity_value
+from components.specs.kueue import AGGREGATED_ROLES
 from tests.e2e import wait
 from tools.e2e import controlplane as cp
 from tools.e2e import stacks
@@ -200,6 +201,9 @@ def test_destroy_team_then_platform_keeps_crds_and_outside_rayclusters(team: dic
     assert cp.api("GET", f"{RAY}/namespaces/{OUTSIDER}/rayclusters/{OUTSIDER}")["metadata"]["name"] == OUTSIDER
     releases = cp.api("GET", "/api/v1/secrets?labelSelector=owner%3Dhelm")["items"]
     assert releases == []
+    # Re-created by the aggregation controller during the uninstall, they would outlive the release.
+    roles = {r["metadata"]["name"] for r in cp.api("GET", "/apis/rbac.authorization.k8s.io/v1/clusterroles")["items"]}
+    assert not roles & set(AGGREGATED_ROLES)
     cp.kubectl("delete", "namespace", OUTSIDER, "--wait=false")
     # Leave the control plane as `up` made it, for whoever started it.
     stacks.up(state, stacks.PLATFORM_STACK)
