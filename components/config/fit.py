@@ -145,11 +145,11 @@ def ephemeral_cluster(job: JobConfig, base: RayClusterConfig) -> RayClusterConfi
 def kuberay_demand(jobs: tuple[JobConfig, ...], clusters: tuple[RayClusterConfig, ...]) -> Demand:
     """What the KubeRay operator starts beyond the long-lived RayClusters at max scale.
 
-    Every RayJob in K8sJobMode runs a submitter pod (in HTTPMode the operator submits); an ephemeral RayJob brings its own cluster; a RayService
-    upgraded with NewCluster runs a second copy of its cluster until the new one takes over. A
-    RayService's own cluster replaces the RayCluster of that name, so it is already counted. A
-    cluster with Redis fault tolerance gets a cleanup Job when it is deleted (replaced, or the old
-    cluster of an upgrade), while the others run on.
+    Every RayJob in K8sJobMode runs a submitter pod (in HTTPMode the operator submits); an ephemeral
+    RayJob brings its own cluster; a RayService upgraded with NewCluster runs a second copy of its
+    cluster until the new one takes over. A RayService's own cluster replaces the RayCluster of that
+    name, so it is already counted. A cluster with Redis fault tolerance gets a cleanup Job when it
+    is deleted (replaced, or the old cluster of an upgrade), while the others run on.
     """
     by_name = {c.name: c for c in clusters}
     total = Demand(cpu=0.0, memory=0.0, gpus=0, pods=0)
@@ -159,7 +159,7 @@ def kuberay_demand(jobs: tuple[JobConfig, ...], clusters: tuple[RayClusterConfig
     for job in jobs:
         base = by_name.get(job.cluster)
         if isinstance(job.kuberay, KubeRayJobConfig):
-            if job.kuberay.submission_mode == "K8sJobMode":
+            if job.kuberay.runs_submitter:
                 total = _plus(total, pod_demand(submitter_pod_containers()))
             if job.kuberay.ephemeral and base is not None:
                 total = _plus(total, max_demand((ephemeral_cluster(job, base),)))

@@ -34,7 +34,8 @@ UPGRADE_STRATEGIES = ("NewCluster", "None")
 # How KubeRay submits a RayJob: K8sJobMode runs a submitter pod (`ray job submit` in the cluster);
 # HTTPMode has the operator itself POST the job to the head's dashboard (no pod, no quota).
 # SidecarMode (refused with clusterSelector) and InteractiveMode (waits for a job id) are not offered.
-RAYJOB_SUBMISSION_MODES = ("K8sJobMode", "HTTPMode")
+K8S_JOB_MODE = "K8sJobMode"
+RAYJOB_SUBMISSION_MODES = (K8S_JOB_MODE, "HTTPMode")
 # The pod KubeRay starts per RayJob to run `ray job submit` and follow its logs: it only
 # talks HTTP, and counts against the team quota like any pod.
 SUBMITTER_CPU = "500m"
@@ -314,7 +315,12 @@ class KubeRayJobConfig:
     # Ephemeral in a queued team: this job's WorkloadPriorityClass instead of queue.priorityClass,
     # so one team's urgent run can preempt its own experiments (withinClusterQueue: LowerPriority).
     priority_class: str | None = None
-    submission_mode: str = "K8sJobMode"
+    submission_mode: str = K8S_JOB_MODE
+
+    @property
+    def runs_submitter(self) -> bool:
+        """KubeRay runs a submitter pod for it (K8sJobMode), which counts against the quota."""
+        return self.submission_mode == K8S_JOB_MODE
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pulumi
 import pulumi.dynamic
@@ -31,6 +31,8 @@ from components.specs.digest import spec_digest
 
 if TYPE_CHECKING:
     from kubernetes.client import CoreV1Api, CustomObjectsApi
+
+T = TypeVar("T")
 
 # Loaded in the provider host before its first call: long waits must not queue there.
 widen_provider_host()
@@ -227,21 +229,35 @@ def poll(fetch: Callable[[], Mapping[str, Any] | None], interpret: Callable[[Map
                            f"It keeps going in the cluster; the next `pulumi up` waits again.\n{hint}")
 
 
-def fetcher(api: CustomObjectsApi, kind: str, namespace: str, name: str) -> Callable[[], Mapping[str, Any] | None]:
+def read_api(what: str, call: Callable[[], T]) -> T:
+    """`call()`, a failure to get an answer from the API server (no connection, 429, 5xx) raised as
+    TransientApiError; any other ApiException is the caller's."""
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError as Urllib3Error
 
+    try:
+        return call()
+    except ApiException as exc:
+        if exc.status == 429 or (exc.status or 0) >= 500:
+            raise TransientApiError(f"{what} failed: HTTP {exc.status} {exc.reason}") from None
+        raise
+    except (Urllib3Error, OSError) as exc:
+        raise TransientApiError(f"{what}: {type(exc).__name__}: {exc}"[:300]) from None
+
+
+def fetcher(api: CustomObjectsApi, kind: str, namespace: str, name: str) -> Callable[[], Mapping[str, Any] | None]:
+    from kubernetes.client.exceptions import ApiException
+
+    what = f"reading {kind} {namespace}/{name}"
+
     def fetch() -> Mapping[str, Any] | None:
         try:
-            return cast(Mapping[str, Any], api.get_namespaced_custom_object(
-                RAY_GROUP, VERSION, namespace, PLURALS[kind], name, _request_timeout=API_TIMEOUT_S))
+            return cast(Mapping[str, Any], read_api(what, lambda: api.get_namespaced_custom_object(
+                RAY_GROUP, VERSION, namespace, PLURALS[kind], name, _request_timeout=API_TIMEOUT_S)))
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            error = TransientApiError if exc.status == 429 or (exc.status or 0) >= 500 else KubeRayWaitError
-            raise error(f"reading {kind} {namespace}/{name} failed: HTTP {exc.status} {exc.reason}") from None
-        except (Urllib3Error, OSError) as exc:
-            raise TransientApiError(f"reading {kind} {namespace}/{name}: {type(exc).__name__}: {exc}"[:300]) from None
+            raise KubeRayWaitError(f"{what} failed: HTTP {exc.status} {exc.reason}") from None
 
     return fetch
 
@@ -250,7 +266,6 @@ def with_refusals(fetch: Callable[[], Mapping[str, Any] | None], core: CoreV1Api
                   namespace: str) -> Callable[[], Mapping[str, Any] | None]:
     """`fetch`, plus the operator's refusals of the object (REFUSALS_KEY) while it has not taken its spec."""
     from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError as Urllib3Error
 
     def fetch_with_events() -> Mapping[str, Any] | None:
         obj = fetch()
@@ -258,14 +273,11 @@ def with_refusals(fetch: Callable[[], Mapping[str, Any] | None], core: CoreV1Api
             return obj
         uid = (obj.get("metadata") or {}).get("uid")
         try:
-            resp = core.list_namespaced_event(namespace, field_selector=f"involvedObject.uid={uid}",
-                                              _preload_content=False, _request_timeout=API_TIMEOUT_S)
-        except ApiException as exc:
-            if exc.status == 429 or (exc.status or 0) >= 500:
-                raise TransientApiError(f"listing the events of {namespace}/{uid}: HTTP {exc.status}") from None
+            resp = read_api(f"listing the events of {namespace}/{uid}", lambda: core.list_namespaced_event(
+                namespace, field_selector=f"involvedObject.uid={uid}", _preload_content=False,
+                _request_timeout=API_TIMEOUT_S))
+        except ApiException:
             return obj  # events not readable here: only the timeout can tell
-        except (Urllib3Error, OSError) as exc:
-            raise TransientApiError(f"listing the events of {namespace}/{uid}: {type(exc).__name__}") from None
         events = json.loads(resp.data).get("items") or []
         return {**obj, REFUSALS_KEY: refusals(events, spec_written_at(obj))}
 

@@ -101,7 +101,7 @@ def ray_job(job: JobConfig, cluster: RayClusterConfig, namespace: str, team: str
         "submissionMode": kr.submission_mode,
         "backoffLimit": kr.backoff_limit,
     }
-    if kr.submission_mode == "K8sJobMode":
+    if kr.runs_submitter:
         spec["submitterPodTemplate"] = submitter_template(labels)
         spec["submitterConfig"] = {"backoffLimit": SUBMITTER_BACKOFF_LIMIT}
     if job.resources.cpus is not None:

@@ -43,8 +43,6 @@ class RayClusterArgs:
 
 class RayCluster(pulumi.ComponentResource):
     custom_resource: k8s.apiextensions.CustomResource
-    # What jobs on the cluster wait for: the operator has taken its spec.
-    done: pulumi.Resource
     head_service: str
     serve_service: str
 
@@ -77,9 +75,10 @@ class RayCluster(pulumi.ComponentResource):
             k8s.policy.v1.PodDisruptionBudget(f"{name}-{group.name}-pdb", metadata=pdb["metadata"], spec=pdb["spec"],
                                               opts=child)
         # The operator refuses a spec it cannot run with only a Warning event and no status: wait
-        # until it has taken this one, so that `pulumi up` fails with its reason instead.
-        self.done, _ = wait_on(name, self.custom_resource, manifest, ACCEPTED, ACCEPT_TIMEOUT_S,
-                               args.access.kubeconfig, args.access.context, parent=self)
+        # until it has taken this one, so that `pulumi up` fails with its reason instead. Jobs on the
+        # cluster depend on this component, so on this wait too.
+        wait_on(name, self.custom_resource, manifest, ACCEPTED, ACCEPT_TIMEOUT_S, args.access.kubeconfig,
+                args.access.context, parent=self)
         self.head_service = head_service_name(cfg.name)
         self.serve_service = serve_service_name(cfg.name)
         self.register_outputs({"name": cfg.name, "headService": self.head_service})

@@ -33,7 +33,7 @@ from tests.e2e import wait
 from tools.e2e import controlplane as cp
 from tools.e2e import stacks
 from tools.e2e.code_archive import CodeServer, jobs_archive
-from tools.e2e.ray_heads import RayHeads
+from tools.e2e.ray_heads import ORIGIN_KIND, RayHeads
 
 pytestmark = pytest.mark.e2e
 
@@ -187,7 +187,7 @@ def test_a_failing_rayjob_fails_up_with_kuberays_reason_and_its_cluster_goes_aft
     assert proc.returncode != 0
     assert "jobDeploymentStatus Failed, jobStatus FAILED, reason AppFailed" in out, out
     assert "num_chunks must be >= 1" in out, out
-    selector = "ray.io/originated-from-crd%3DRayJob"
+    selector = f"{ORIGIN_KIND}%3DRayJob"
     [cluster] = custom("rayclusters", selector=selector)["items"]
     # Created for the job, then deleted ttlSecondsAfterFinished after it failed (shutdownAfterJobFinishes).
     wait("the ephemeral RayCluster deleted after its TTL",
